@@ -1,0 +1,30 @@
+"""cffi build script for ``aia_ext._native`` (wired in by setup.py).
+
+It lives outside the package so that it is not shipped.  The extension links
+no OpenSSL: csrc/aia_ext.c resolves OpenSSL at run time from the library that
+Python's ``_ssl`` module loaded.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+
+from cffi import FFI
+
+HERE = pathlib.Path(__file__).resolve().parent
+
+ffibuilder = FFI()
+ffibuilder.cdef((HERE / "aia_ext.cdef").read_text(encoding="utf-8"))
+
+# dlopen/dlsym/dladdr live in libdl on glibc before 2.34; elsewhere in libc.
+_libraries = [] if sys.platform in ("win32", "darwin") else ["dl"]
+
+ffibuilder.set_source(
+    "aia_ext._native",
+    (HERE / "aia_ext.c").read_text(encoding="utf-8"),
+    libraries=_libraries,
+)
+
+if __name__ == "__main__":
+    ffibuilder.compile(verbose=True)

@@ -1,0 +1,1 @@
+"""Implementation modules of aia_ext; nothing here is public API."""

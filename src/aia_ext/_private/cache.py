@@ -1,0 +1,150 @@
+"""The process-wide in-memory cache of AIA responses, keyed by URL.
+
+- A success is kept until the earliest notAfter among its certificates (past
+  that it could not complete a valid chain anyway), within an LRU bound.
+- A failure is kept for a short negative TTL, so a dead AIA server costs one
+  timeout per TTL, not one per handshake.
+- Concurrent verifications that need the same URL wait for one fetch (single
+  flight): N handshakes against a cold cache cause one request per URL.
+
+Entries hold parsed certificates, so a warm hit costs no parsing.  Policy
+refusals are never cached: they depend on the asking context's options.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Optional
+
+if TYPE_CHECKING:
+    from cryptography.x509 import Certificate
+
+__all__ = ["CacheEntry", "MemoryCache", "cache"]
+
+log = logging.getLogger(__name__)
+
+#: Entries kept at most; a process rarely meets more than a few dozen CAs.
+MAX_ENTRIES = 1024
+#: Seconds a failed URL is not retried (Chromium-like; short enough that an
+#: AIA server coming back is noticed within a minute).
+NEGATIVE_TTL = 60.0
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """What one URL gave: certificates, or the reason it gave none."""
+
+    url: str
+    certificates: tuple[Certificate, ...] = ()
+    error: Optional[str] = None
+    nbytes: int = 0
+    fetch_ms: float = 0.0
+    expires_at: float = field(default=0.0, compare=False)  # time.monotonic()
+
+
+def success_expiry(certificates: tuple[Certificate, ...]) -> float:
+    """Monotonic expiry of a success: the earliest notAfter, or a TTL if past."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    earliest = min(_not_after(c) for c in certificates)
+    seconds = (earliest - now).total_seconds()
+    return time.monotonic() + max(seconds, NEGATIVE_TTL)
+
+
+def _not_after(cert: Certificate) -> datetime.datetime:
+    value = getattr(cert, "not_valid_after_utc", None)  # cryptography >= 42
+    if value is None:  # pragma: no cover - older cryptography
+        value = cert.not_valid_after.replace(tzinfo=datetime.timezone.utc)
+    return value  # type: ignore[no-any-return]
+
+
+class _Flight:
+    __slots__ = ("done", "entry")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.entry: Optional[CacheEntry] = None
+
+
+class MemoryCache:
+    """Thread-safe URL -> CacheEntry map with LRU eviction and single flight."""
+
+    def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
+        self._max_entries = max_entries
+        self._entries: OrderedDict[str, CacheEntry] = OrderedDict()
+        self._flights: dict[str, _Flight] = {}
+        self._lock = threading.Lock()
+        self.network_fetches = 0  # for tests and benchmarks
+
+    def get(self, url: str) -> Optional[CacheEntry]:
+        """A fresh entry for ``url``, or None."""
+        with self._lock:
+            entry = self._entries.get(url)
+            if entry is None:
+                return None
+            if entry.expires_at <= time.monotonic():
+                del self._entries[url]
+                return None
+            self._entries.move_to_end(url)
+            return entry
+
+    def get_or_fetch(
+        self, url: str, fetch: Callable[[], CacheEntry], wait: float
+    ) -> tuple[CacheEntry, bool]:
+        """The entry for ``url``, fetching it once however many threads ask.
+
+        Returns (entry, fetched_here).  A thread that finds a fetch under way
+        waits at most ``wait`` seconds for it.
+        """
+        with self._lock:
+            flight = self._flights.get(url)
+            leader = flight is None
+            if leader:
+                flight = self._flights[url] = _Flight()
+        assert flight is not None
+        if not leader:
+            if flight.done.wait(wait) and flight.entry is not None:
+                return flight.entry, False
+            return CacheEntry(url, error="timeout: waiting for a concurrent fetch"), False
+        entry: Optional[CacheEntry] = None
+        try:
+            with self._lock:
+                self.network_fetches += 1
+            entry = fetch()
+            self._store(entry)
+            return entry, True
+        finally:
+            flight.entry = entry
+            with self._lock:
+                self._flights.pop(url, None)
+            flight.done.set()
+
+    def _store(self, entry: CacheEntry) -> None:
+        with self._lock:
+            self._entries[entry.url] = entry
+            self._entries.move_to_end(entry.url)
+            while len(self._entries) > self._max_entries:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        """Forget every entry (fetches under way finish normally)."""
+        with self._lock:
+            self._entries.clear()
+            self.network_fetches = 0
+
+    def _after_fork_in_child(self) -> None:
+        # A lock held by another thread at fork() stays held forever in the
+        # child; flights of threads that do not exist there never finish.
+        self._lock = threading.Lock()
+        self._flights = {}
+
+
+cache = MemoryCache()
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=cache._after_fork_in_child)

@@ -1,0 +1,215 @@
+"""One verification's AIA chase: which issuer to look for, where, and within what budget.
+
+The C callback calls ``missing()`` each time X509_verify_cert stops on a
+missing issuer and ``done()`` once at the end.  State that must live across
+those calls (URLs tried, fetches made, the deadline) sits in a ``Session``.
+
+Every certificate found here is handed to C as *untrusted* chain material; C
+re-runs OpenSSL's verification, which alone decides (DESIGN.md invariant 1).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Optional
+
+from .cache import NEGATIVE_TTL, CacheEntry, cache, success_expiry
+from .errors import FetchError
+from .fetch import fetch_url
+from .parse import parse_certificates
+from .urls import ca_issuer_urls, url_refusal
+
+if TYPE_CHECKING:
+    from cryptography.x509 import Certificate
+
+    from .options import Options
+
+__all__ = ["Attempt", "Session", "done", "missing"]
+
+log = logging.getLogger(__name__)
+
+#: Adds one DER certificate to the verification's untrusted stack (C side);
+#: returns 1 added, 0 already present, -1 unusable.
+AddUntrusted = Callable[[bytes], int]
+
+
+@dataclass
+class Attempt:
+    """One caIssuers URL considered for one certificate."""
+
+    url: str
+    for_subject: str
+    outcome: str  # "ok", or the reason it gave nothing
+    source: str = ""  # "network" / "memory cache" / "" when never fetched
+    nbytes: int = 0
+    elapsed_ms: float = 0.0
+    added: int = 0
+
+
+@dataclass
+class Session:
+    """State of one verification that needed AIA."""
+
+    id: int
+    options: Options
+    started: float
+    deadline_at: float
+    fetches: int = 0
+    tried: set[str] = field(default_factory=set)
+    attempts: list[Attempt] = field(default_factory=list)
+
+
+_ids = itertools.count(1)
+_sessions: dict[int, Session] = {}
+_sessions_lock = threading.Lock()
+
+
+def _open(options: Options) -> Session:
+    now = time.monotonic()
+    session = Session(next(_ids), options, now, now + options.deadline)
+    with _sessions_lock:
+        _sessions[session.id] = session
+    return session
+
+
+def session_for(session_id: int, options: Options) -> tuple[Session, int]:
+    """The session with ``session_id``, or a new one (id 0 means none yet)."""
+    with _sessions_lock:
+        existing = _sessions.get(session_id) if session_id else None
+    if existing is not None:
+        return existing, session_id
+    session = _open(options)
+    return session, session.id
+
+
+def _subject(cert: Certificate) -> str:
+    return cert.subject.rfc4514_string() or "(empty subject)"
+
+
+def _issuer_candidates(child: Certificate, certs: tuple[Certificate, ...]) -> list[Certificate]:
+    """The certificates that can extend ``child`` upwards, by name.
+
+    OpenSSL only ever considers a certificate whose subject equals the child's
+    issuer (X509_check_issued), so anything else in a response is dead weight
+    at best and junk at worst.  A bundle holding the issuer's issuer too (a
+    two-certificate PKCS#7) is followed up as far as names connect.
+    """
+    chosen: list[Certificate] = []
+    wanted = child.issuer
+    pool = list(certs)
+    while pool:
+        matches = [c for c in pool if c.subject == wanted]
+        if not matches:
+            break
+        chosen.extend(matches)
+        pool = [c for c in pool if c.subject != wanted]
+        if matches[0].issuer == matches[0].subject:
+            break
+        wanted = matches[0].issuer
+    return chosen
+
+
+def _network_entry(url: str, options: Options, deadline_at: float) -> CacheEntry:
+    started = time.monotonic()
+    try:
+        body = fetch_url(url, options, deadline_at)
+        certs = tuple(parse_certificates(body))
+    except FetchError as exc:
+        elapsed = (time.monotonic() - started) * 1000
+        log.debug("fetch of %s failed after %.1f ms: %s", url, elapsed, exc)
+        return CacheEntry(url, error=str(exc), fetch_ms=elapsed,
+                          expires_at=time.monotonic() + NEGATIVE_TTL)
+    elapsed = (time.monotonic() - started) * 1000
+    log.debug("fetched %s: %d bytes, %d certificate(s) in %.1f ms",
+              url, len(body), len(certs), elapsed)
+    return CacheEntry(url, certs, None, len(body), elapsed, success_expiry(certs))
+
+
+def _lookup(session: Session, url: str) -> tuple[Optional[CacheEntry], str]:
+    """The entry for ``url`` from the cache or the network, and its source."""
+    entry = cache.get(url)
+    if entry is not None:
+        return entry, "memory cache"
+    if session.fetches >= session.options.max_fetches:
+        return None, f"fetch limit reached ({session.options.max_fetches} per verification)"
+    left = session.deadline_at - time.monotonic()
+    if left <= 0:
+        return None, "deadline reached"
+    session.fetches += 1
+    entry, _fetched_here = cache.get_or_fetch(
+        url, lambda: _network_entry(url, session.options, session.deadline_at), left
+    )
+    return entry, "network"
+
+
+def missing(
+    session: Session, der: bytes, depth: int, error: int, add: AddUntrusted
+) -> int:
+    """Find issuers for the certificate ``der`` and add them; how many were added."""
+    from cryptography import x509
+
+    child = x509.load_der_x509_certificate(der)
+    subject = _subject(child)
+    urls = ca_issuer_urls(child)
+    log.debug("verification %d: issuer of %s (depth %d, error %d) missing; %d caIssuers URL(s)",
+              session.id, subject, depth, error, len(urls))
+    for url in urls[: session.options.max_urls_per_cert]:
+        if url in session.tried:  # cycles: a URL is fetched once per verification
+            continue
+        session.tried.add(url)
+        refusal = url_refusal(url, session.options)
+        if refusal is not None:
+            session.attempts.append(Attempt(url, subject, refusal))
+            continue
+        if time.monotonic() >= session.deadline_at:
+            session.attempts.append(Attempt(url, subject, "deadline reached"))
+            break
+        entry, source = _lookup(session, url)
+        if entry is None:
+            session.attempts.append(Attempt(url, subject, source))
+            continue
+        attempt = Attempt(url, subject, entry.error or "ok", source,
+                          entry.nbytes, entry.fetch_ms if source == "network" else 0.0)
+        session.attempts.append(attempt)
+        if entry.error is not None:
+            continue
+        candidates = _issuer_candidates(child, entry.certificates)
+        if not candidates:
+            attempt.outcome = "no certificate issued the child (subject mismatch)"
+            continue
+        for cert in candidates:
+            from cryptography.hazmat.primitives.serialization import Encoding
+
+            if add(cert.public_bytes(Encoding.DER)) > 0:
+                attempt.added += 1
+        if attempt.added:
+            return attempt.added
+        attempt.outcome = "nothing new (certificates already in the chain)"
+    skipped = len(urls) - session.options.max_urls_per_cert
+    if skipped > 0:
+        log.debug("verification %d: ignored %d caIssuers URL(s) beyond max_urls_per_cert=%d",
+                  session.id, skipped, session.options.max_urls_per_cert)
+    return 0
+
+
+def done(session_id: int, ok: bool, error: int, depth: int) -> Optional[Session]:
+    """Close a session; log once if chasing was tried and the chain still failed."""
+    with _sessions_lock:
+        session = _sessions.pop(session_id, None)
+    if session is None:
+        return None
+    elapsed = (time.monotonic() - session.started) * 1000
+    if ok:
+        log.debug("verification %d: chain completed by AIA in %.1f ms (%d network fetch(es))",
+                  session.id, elapsed, session.fetches)
+    elif session.attempts:
+        tried = "; ".join(f"{a.url} [{a.outcome}]" for a in session.attempts)
+        log.warning("AIA chasing did not complete the chain of %s (verify error %d at depth %d, "
+                    "%.0f ms): %s", session.attempts[0].for_subject, error, depth, elapsed, tried)
+    else:
+        log.debug("verification %d: no caIssuers URL to try", session.id)
+    return session

@@ -1,0 +1,112 @@
+"""Enabling AIA chasing on ``ssl.SSLContext`` objects, and the default context.
+
+Per-context state is a token that C receives as its callback argument plus
+the validated options; it lives exactly as long as the context (a weak
+reference's finalizer forgets it).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import ssl
+import threading
+import weakref
+from typing import Any, Optional, Union
+
+from . import native
+from .options import make_options
+
+__all__ = ["create_default_context", "disable", "enable", "is_enabled"]
+
+log = logging.getLogger(__name__)
+
+_tokens: weakref.WeakKeyDictionary[ssl.SSLContext, int] = weakref.WeakKeyDictionary()
+_lock = threading.Lock()
+
+StrPath = Union[str, "os.PathLike[str]"]
+
+
+def _require_context(context: object) -> ssl.SSLContext:
+    if not isinstance(context, ssl.SSLContext):
+        raise TypeError(
+            f"expected an ssl.SSLContext, got {type(context).__module__}.{type(context).__name__}"
+        )
+    return context
+
+
+def enable(context: ssl.SSLContext, **options: Any) -> ssl.SSLContext:
+    """Install AIA chasing on ``context`` in place and return it.
+
+    Enabling again replaces the options; nothing else about the context's
+    verification changes.
+    """
+    _require_context(context)
+    opts = make_options(options)
+    with _lock:
+        token = _tokens.get(context)
+        new_token = native.install(context, opts, token)
+        if token is None:
+            _tokens[context] = new_token
+            weakref.finalize(context, native.forget, new_token)
+    return context
+
+
+def disable(context: ssl.SSLContext) -> ssl.SSLContext:
+    """Remove AIA chasing from ``context`` (a no-op if it was not enabled)."""
+    _require_context(context)
+    with _lock:
+        token = _tokens.pop(context, None)
+        if token is not None:
+            native.uninstall(context, token)
+    return context
+
+
+def is_enabled(context: ssl.SSLContext) -> bool:
+    """Whether ``enable()`` is in force on ``context``."""
+    _require_context(context)
+    with _lock:
+        return context in _tokens
+
+
+def _system_store_has_certificates(context: ssl.SSLContext) -> Optional[str]:
+    """Where the system trust store was found, or None if it is empty."""
+    if context.get_ca_certs():
+        return "certificates loaded into the context"
+    paths = ssl.get_default_verify_paths()
+    if paths.cafile and os.path.isfile(paths.cafile) and os.path.getsize(paths.cafile) > 0:
+        return paths.cafile
+    if paths.capath and os.path.isdir(paths.capath):
+        with os.scandir(paths.capath) as entries:
+            if any(entry.is_file() for entry in entries):
+                return paths.capath
+    return None
+
+
+def create_default_context(
+    purpose: ssl.Purpose = ssl.Purpose.SERVER_AUTH,
+    *,
+    cafile: Optional[StrPath] = None,
+    capath: Optional[StrPath] = None,
+    cadata: Optional[Union[str, bytes]] = None,
+    **options: Any,
+) -> ssl.SSLContext:
+    """``ssl.create_default_context()`` with AIA chasing enabled.
+
+    With no CA argument, the system trust store is used when it holds
+    certificates, and certifi's bundle otherwise; the choice is logged at DEBUG.
+    """
+    make_options(options)  # validate before any file is read
+    if cafile is not None or capath is not None or cadata is not None:
+        context = ssl.create_default_context(purpose, cafile=cafile, capath=capath, cadata=cadata)
+    else:
+        context = ssl.create_default_context(purpose)
+        source = _system_store_has_certificates(context)
+        if source is None:
+            import certifi
+
+            context.load_verify_locations(cafile=certifi.where())
+            log.debug("system trust store is empty; using certifi (%s)", certifi.where())
+        else:
+            log.debug("using the system trust store (%s)", source)
+    return enable(context, **options)

@@ -1,0 +1,36 @@
+"""The exception hierarchy: one ``AIAError`` base for everything aia_ext raises.
+
+Verification failures are never wrapped: they stay ``ssl.SSLCertVerificationError``
+with OpenSSL's own ``verify_code``.
+"""
+
+from __future__ import annotations
+
+__all__ = ["AIAError", "FetchError", "UnsupportedPlatformError"]
+
+
+class AIAError(Exception):
+    """Base class of every exception aia_ext raises."""
+
+
+class UnsupportedPlatformError(AIAError, RuntimeError):
+    """The native engine cannot drive this interpreter's ``ssl`` module.
+
+    Raised, for example, when ``_ssl`` links OpenSSL statically with hidden
+    symbols (python-build-standalone, the interpreters uv installs) or when the
+    OpenSSL reachable from ``_ssl`` is not the one ``ssl`` reports.
+    """
+
+
+class FetchError(AIAError):
+    """One caIssuers URL could not be turned into certificates.
+
+    ``reason`` is a short, stable phrase for logs and reports ("timeout",
+    "too large", "HTTP 404", ...).  These never leave the chasing code as
+    exceptions: a failed fetch only means "no extra certificates".
+    """
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail

@@ -1,0 +1,159 @@
+"""The bridge to the C part: binding to _ssl's OpenSSL and the two Python callbacks.
+
+The C callback receives an integer *token* as its ``arg``, never a pointer to
+a Python object: if a context's state is gone, the lookup fails and the
+verification simply gets no extra certificates (fail closed) instead of
+touching freed memory.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import ssl
+import sys
+import threading
+from types import TracebackType
+from typing import Any, Optional
+
+from . import chase
+from .errors import UnsupportedPlatformError
+from .options import Options
+
+__all__ = ["bind", "install", "openssl_library_path", "uninstall"]
+
+log = logging.getLogger(__name__)
+
+_tokens = itertools.count(1)
+_options_by_token: dict[int, Options] = {}
+_bind_lock = threading.Lock()
+_bound: Optional[Any] = None  # the cffi module once bound
+_bind_error: Optional[UnsupportedPlatformError] = None
+
+_ADVICE = (
+    "aia_ext's native engine needs the interpreter's ssl module to use a shared "
+    "OpenSSL it can reach (a python.org, distribution or pyenv CPython). "
+    "Interpreters that link OpenSSL statically with hidden symbols (for example "
+    "python-build-standalone, which uv installs) and PyPy are not supported by it."
+)
+
+
+def _load() -> Any:
+    try:
+        from .. import _native  # type: ignore[attr-defined]
+    except ImportError as exc:
+        raise UnsupportedPlatformError(
+            f"the aia_ext._native extension cannot be imported ({exc}); reinstall "
+            f"aia_ext for this interpreter. {_ADVICE}"
+        ) from exc
+    import _ssl
+
+    if sys.implementation.name != "cpython":
+        raise UnsupportedPlatformError(f"{sys.implementation.name} is not CPython. {_ADVICE}")
+    path = getattr(_ssl, "__file__", None)
+    if not path:
+        raise UnsupportedPlatformError(
+            f"_ssl is built into the interpreter, so its OpenSSL cannot be located. {_ADVICE}"
+        )
+    ffi, lib = _native.ffi, _native.lib
+    err = ffi.new("char[]", 512)
+    if not lib.aia_ext_bind(os.fsencode(path), err, len(err)):
+        reason = ffi.string(err).decode("utf-8", "replace")
+        raise UnsupportedPlatformError(f"cannot bind to _ssl's OpenSSL: {reason}. {_ADVICE}")
+    version = lib.aia_ext_openssl_version_num()
+    if version != ssl.OPENSSL_VERSION_NUMBER:
+        raise UnsupportedPlatformError(
+            f"the OpenSSL reachable from _ssl reports version {version:#x}, but ssl reports "
+            f"{ssl.OPENSSL_VERSION_NUMBER:#x} ({ssl.OPENSSL_VERSION}); refusing to drive one "
+            f"library's SSL_CTX with another's code. {_ADVICE}"
+        )
+    _define_callbacks(ffi, lib)
+    log.debug("bound to %s (%s) through %s", openssl_library_path(lib, ffi),
+              ssl.OPENSSL_VERSION, path)
+    return _native
+
+
+def bind() -> Any:
+    """The bound cffi module; UnsupportedPlatformError (cached) if impossible."""
+    global _bound, _bind_error
+    if _bound is not None:
+        return _bound
+    with _bind_lock:
+        if _bound is None:
+            if _bind_error is not None:
+                raise _bind_error
+            try:
+                _bound = _load()
+            except UnsupportedPlatformError as exc:
+                _bind_error = exc
+                raise
+    return _bound
+
+
+def openssl_library_path(lib: Any = None, ffi: Any = None) -> str:
+    """File name of the libssl the native engine is bound to ("" if unknown)."""
+    if lib is None:
+        module = bind()
+        lib, ffi = module.lib, module.ffi
+    out = ffi.new("char[]", 4096)
+    lib.aia_ext_bound_library_path(out, len(out))
+    return str(ffi.string(out).decode("utf-8", "replace"))
+
+
+def install(context: ssl.SSLContext, options: Options, token: Optional[int]) -> int:
+    """Set the callback on ``context``'s SSL_CTX; returns the token to keep."""
+    import _ssl
+
+    module = bind()
+    if not isinstance(context, _ssl._SSLContext):
+        raise TypeError(f"expected an ssl.SSLContext, got {type(context).__name__}")
+    if token is None:
+        token = next(_tokens)
+    _options_by_token[token] = options
+    # id() is the object's address in CPython; C reads the SSL_CTX* field
+    # that follows the object header (see csrc/aia_ext.c).
+    if not module.lib.aia_ext_install(module.ffi.cast("void *", id(context)), token):
+        _options_by_token.pop(token, None)
+        raise UnsupportedPlatformError("the SSLContext holds no SSL_CTX")
+    return token
+
+
+def uninstall(context: ssl.SSLContext, token: int) -> None:
+    """Remove the callback from ``context`` and forget its options."""
+    module = bind()
+    module.lib.aia_ext_uninstall(module.ffi.cast("void *", id(context)))
+    forget(token)
+
+
+def forget(token: int) -> None:
+    """Drop the options of a token (its context is gone or disabled)."""
+    _options_by_token.pop(token, None)
+
+
+def _callback_error(
+    exc_type: type[BaseException], exc: BaseException, tb: Optional[TracebackType]
+) -> None:
+    # cffi then returns the declared error value (0: no certificates), so a
+    # bug or an interrupt on this path fails closed (DESIGN.md invariant 4).
+    log.error("aia_ext internal error in the verify callback; no certificates added",
+              exc_info=(exc_type, exc, tb))
+
+
+def _define_callbacks(ffi: Any, lib: Any) -> None:
+    @ffi.def_extern(onerror=_callback_error)  # type: ignore[misc]
+    def aia_ext_py_missing(token: int, session_ptr: Any, ssl_ptr: Any, store_ctx: Any,
+                           der: Any, der_len: int, depth: int, error: int) -> int:
+        options = _options_by_token.get(token)
+        if options is None:
+            return 0
+        session, session_ptr[0] = chase.session_for(session_ptr[0], options)
+        def add(cert_der: bytes) -> int:
+            return int(lib.aia_ext_add_untrusted(store_ctx, cert_der, len(cert_der)))
+
+        return chase.missing(session, bytes(ffi.buffer(der, der_len)), depth, error, add)
+
+    @ffi.def_extern(onerror=_callback_error)  # type: ignore[misc]
+    def aia_ext_py_done(token: int, session_id: int, ssl_ptr: Any, store_ctx: Any,
+                        ok: int, error: int, depth: int) -> None:
+        chase.done(session_id, bool(ok), error, depth)

@@ -1,0 +1,93 @@
+"""Validation of the keyword options of ``enable()`` and ``create_default_context()``.
+
+Defaults and the reasoning behind them are in README.md, "Limits and options";
+they follow the fetch policy in DESIGN.md (Chromium's limits, halved where a
+Python caller blocks on them).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any, Callable, Optional
+
+__all__ = ["Fetcher", "Options", "UrlFilter", "make_options"]
+
+#: ``fetcher(url, timeout) -> bytes``: replaces the built-in HTTP client.
+Fetcher = Callable[[str, float], bytes]
+#: ``url_filter(url) -> bool``: False refuses the URL (and every redirect hop).
+UrlFilter = Callable[[str], bool]
+
+
+@dataclass(frozen=True)
+class Options:
+    """The fetch policy of one enabled context.  Immutable once validated."""
+
+    timeout: float = 5.0
+    deadline: float = 10.0
+    max_response_bytes: int = 64 * 1024
+    max_fetches: int = 8
+    max_urls_per_cert: int = 5
+    max_redirects: int = 3
+    allow_https: bool = False
+    allow_private: bool = True
+    url_filter: Optional[UrlFilter] = None
+    fetcher: Optional[Fetcher] = None
+
+
+# (lowest allowed, highest allowed) for the numeric options.  The upper bounds
+# keep a typo from turning a bounded hostile-input path into an unbounded one.
+_FLOAT_RANGES = {"timeout": (0.0, 300.0), "deadline": (0.0, 600.0)}
+_INT_RANGES = {
+    "max_response_bytes": (1024, 16 * 1024 * 1024),
+    "max_fetches": (0, 64),
+    "max_urls_per_cert": (1, 20),
+    "max_redirects": (0, 10),
+}
+_BOOLS = ("allow_https", "allow_private")
+_CALLABLES = ("url_filter", "fetcher")
+_NAMES = frozenset(f.name for f in fields(Options))
+
+
+def _check_float(name: str, value: Any) -> float:
+    low, high = _FLOAT_RANGES[name]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number of seconds, not {type(value).__name__}")
+    if not math.isfinite(value) or not low < value <= high:
+        raise ValueError(f"{name} must be > {low:g} and <= {high:g} seconds, got {value!r}")
+    return float(value)
+
+
+def _check_int(name: str, value: Any) -> int:
+    low, high = _INT_RANGES[name]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an int, not {type(value).__name__}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be between {low} and {high}, got {value!r}")
+    return value
+
+
+def make_options(given: Mapping[str, Any]) -> Options:
+    """Validate keyword options up front; a bad value is a ValueError naming it."""
+    unknown = sorted(set(given) - _NAMES)
+    if unknown:
+        raise TypeError(
+            f"unexpected option(s) {', '.join(unknown)}; known options: {', '.join(sorted(_NAMES))}"
+        )
+    checked: dict[str, Any] = {}
+    for name, value in given.items():
+        if name in _FLOAT_RANGES:
+            checked[name] = _check_float(name, value)
+        elif name in _INT_RANGES:
+            checked[name] = _check_int(name, value)
+        elif name in _BOOLS:
+            if not isinstance(value, bool):
+                raise ValueError(f"{name} must be True or False, not {value!r}")
+            checked[name] = value
+        elif name in _CALLABLES:
+            if value is not None and not callable(value):
+                raise ValueError(f"{name} must be callable or None, not {type(value).__name__}")
+            checked[name] = value
+    # A fetch never outlives the deadline: its time is min(timeout, what is left).
+    return Options(**checked)

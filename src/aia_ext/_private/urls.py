@@ -1,0 +1,116 @@
+"""Which caIssuers URLs may be fetched, and which addresses may be connected to.
+
+The URL comes from a certificate nobody has verified yet, so it is attacker
+input (DESIGN.md invariant 5).  RFC 5280 section 4.2.2.1 allows http, ldap and
+(by extension) https; like Chromium we fetch plain http only, https on opt-in.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from typing import TYPE_CHECKING, Optional
+from urllib.parse import urlsplit
+
+from .errors import FetchError
+
+if TYPE_CHECKING:
+    from cryptography.x509 import Certificate
+
+    from .options import Options
+
+__all__ = ["address_refusal", "ca_issuer_urls", "check_url", "url_refusal"]
+
+log = logging.getLogger(__name__)
+
+#: Longer URLs are refused; real caIssuers URLs are well under 200 characters.
+MAX_URL_LENGTH = 2048
+
+
+def ca_issuer_urls(cert: Certificate) -> list[str]:
+    """The caIssuers URIs of ``cert``'s AIA extension, in certificate order."""
+    from cryptography import x509
+    from cryptography.x509.oid import AuthorityInformationAccessOID, ExtensionOID
+
+    try:
+        aia = cert.extensions.get_extension_for_oid(
+            ExtensionOID.AUTHORITY_INFORMATION_ACCESS
+        ).value
+    except x509.ExtensionNotFound:
+        return []
+    except ValueError as exc:  # a malformed extension is "no URL", not a crash
+        log.debug("unreadable AIA extension in %s: %s", cert.subject.rfc4514_string(), exc)
+        return []
+    return [
+        d.access_location.value
+        for d in aia
+        if d.access_method == AuthorityInformationAccessOID.CA_ISSUERS
+        and isinstance(d.access_location, x509.UniformResourceIdentifier)
+    ]
+
+
+def url_refusal(url: str, options: Options) -> Optional[str]:
+    """Why ``url`` must not be fetched under ``options``, or None if it may be."""
+    if len(url) > MAX_URL_LENGTH:
+        return "refused by policy: URL too long"
+    if not url.isascii() or any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
+        return "refused by policy: malformed URL"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "refused by policy: malformed URL"
+    scheme = parts.scheme.lower()
+    if scheme == "https":
+        if not options.allow_https:
+            return "refused by policy: https not enabled (allow_https=False)"
+    elif scheme != "http":
+        return f"refused by policy: scheme {scheme or '(none)'!r} is not fetched"
+    if not parts.hostname:
+        return "refused by policy: malformed URL (no host)"
+    if parts.username is not None or parts.password is not None:
+        return "refused by policy: credentials in URL"
+    if port == 0:
+        return "refused by policy: port 0"
+    if options.url_filter is not None:
+        try:
+            allowed = options.url_filter(url)
+        except Exception as exc:  # a broken filter refuses (fail closed)
+            return f"refused by policy: url_filter raised {type(exc).__name__}"
+        if not allowed:
+            return "refused by policy: url_filter"
+    return None
+
+
+def address_refusal(address: str, allow_private: bool) -> Optional[str]:
+    """Why a resolved destination address must not be connected to, or None.
+
+    Link-local (cloud metadata at 169.254.169.254, fe80::/10), multicast,
+    unspecified and broadcast addresses are always refused.  Loopback and
+    private ranges are allowed unless ``allow_private`` is False, because
+    internal CAs publish their issuers there.
+    """
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return f"refused by policy: unparsable address {address!r}"
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_link_local:
+        return f"refused by policy: link-local address {ip}"
+    if ip.is_multicast:
+        return f"refused by policy: multicast address {ip}"
+    if ip.is_unspecified:
+        return f"refused by policy: unspecified address {ip}"
+    if ip == ipaddress.IPv4Address("255.255.255.255"):
+        return f"refused by policy: broadcast address {ip}"
+    if not allow_private and (ip.is_private or ip.is_loopback or ip.is_reserved):
+        return f"refused by policy: private address {ip} (allow_private=False)"
+    return None
+
+
+def check_url(url: str, options: Options) -> None:
+    """Raise FetchError if ``url`` is refused by the policy."""
+    refusal = url_refusal(url, options)
+    if refusal is not None:
+        raise FetchError(refusal)
