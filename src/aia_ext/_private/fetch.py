@@ -58,45 +58,60 @@ def _remaining(deadline_at: float) -> float:
     return left
 
 
-class _DeadlineReader(io.RawIOBase):
-    """A raw reader over a socket that gives up at an absolute deadline.
+class _DeadlineSocket:
+    """The parts of a socket http.client uses, bounded by an absolute deadline.
 
     http.client reads through ``sock.makefile('rb')``; a plain socket timeout
-    applies per recv and restarts with every byte that arrives.
+    applies per recv and restarts with every byte that arrives, so it cannot
+    bound a server that drips.  Like ``socket.makefile``, the reader holds a
+    reference: http.client closes the connection as soon as a response says
+    "Connection: close" and keeps reading the body through the reader.
     """
 
     def __init__(self, sock: socket.socket, deadline_at: float) -> None:
-        super().__init__()
         self._sock = sock
         self._deadline_at = deadline_at
+        self._refs = 1
 
-    def readable(self) -> bool:
-        return True
+    def sendall(self, data: bytes) -> None:
+        self._sock.settimeout(_remaining(self._deadline_at))
+        self._sock.sendall(data)
 
-    def readinto(self, buffer: Any) -> int:
+    def recv_into(self, buffer: Any) -> int:
         self._sock.settimeout(_remaining(self._deadline_at))
         try:
             return self._sock.recv_into(buffer)
         except socket.timeout:
             raise FetchError("timeout", "no data before the deadline") from None
 
-
-class _DeadlineSocket:
-    """The three things http.client needs from a socket, deadline-bounded."""
-
-    def __init__(self, sock: socket.socket, deadline_at: float) -> None:
-        self._sock = sock
-        self._deadline_at = deadline_at
-
-    def sendall(self, data: bytes) -> None:
-        self._sock.settimeout(_remaining(self._deadline_at))
-        self._sock.sendall(data)
-
     def makefile(self, mode: str) -> io.BufferedReader:
-        return io.BufferedReader(_DeadlineReader(self._sock, self._deadline_at))
+        self._refs += 1
+        return io.BufferedReader(_Reader(self))
 
     def close(self) -> None:
-        self._sock.close()
+        self._refs -= 1
+        if self._refs <= 0:
+            self._sock.close()
+
+
+class _Reader(io.RawIOBase):
+    def __init__(self, owner: _DeadlineSocket) -> None:
+        super().__init__()
+        self._owner: Optional[_DeadlineSocket] = owner
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._owner is None:
+            raise ValueError("I/O operation on closed reader")
+        return self._owner.recv_into(buffer)
+
+    def close(self) -> None:
+        if self._owner is not None:
+            owner, self._owner = self._owner, None
+            owner.close()
+        super().close()
 
 
 @dataclass(frozen=True)

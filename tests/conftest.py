@@ -1,0 +1,150 @@
+"""Shared fixtures: one AIA HTTP server and one trusted root per test session.
+
+Every chain a test builds gets caIssuers paths of its own, so tests never
+share cache entries; the cache is also cleared around each test.
+"""
+
+from __future__ import annotations
+
+import itertools
+import socket
+import ssl
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import pytest
+from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
+
+import aia_ext
+from aia_ext._private.cache import cache
+from aia_ext._private.lab import AIAServer, Cert, TLSServer, issue, write_pem
+
+_paths = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def aia() -> Iterator[AIAServer]:
+    with AIAServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def root() -> Cert:
+    return issue("aia_ext test root", ca=True)
+
+
+@pytest.fixture(scope="session")
+def root_file(root: Cert, tmp_path_factory: pytest.TempPathFactory) -> str:
+    return write_pem(tmp_path_factory.mktemp("trust") / "root.pem", root)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache() -> Iterator[None]:
+    aia_ext.clear_cache()
+    yield
+    aia_ext.clear_cache()
+
+
+def unique_path(suffix: str = ".der") -> str:
+    return f"/ca/{next(_paths)}{suffix}"
+
+
+def encode(certs: Sequence[Cert], fmt: str) -> bytes:
+    """The body of an AIA response in one of the accepted formats."""
+    if fmt == "der":
+        assert len(certs) == 1
+        return certs[0].der
+    if fmt == "pem":
+        return b"".join(c.pem for c in certs)
+    encoding = Encoding.DER if fmt == "p7der" else Encoding.PEM
+    return pkcs7.serialize_certificates([c.cert for c in certs], encoding)
+
+
+@dataclass
+class Chain:
+    """leaf -> intermediates[0] -> ... -> intermediates[-1] -> root."""
+
+    leaf: Cert
+    intermediates: list[Cert]
+    urls: list[str] = field(default_factory=list)  # urls[i]: where the issuer of level i is
+
+    @property
+    def paths(self) -> list[str]:
+        return ["/" + u.split("/", 3)[3] for u in self.urls]
+
+
+@pytest.fixture
+def make_chain(aia: AIAServer, root: Cert) -> Callable[..., Chain]:
+    """Build root -> N intermediates -> leaf with every issuer served by AIA."""
+
+    def build(levels: int = 1, fmt: str = "der", *, hostname: str = "localhost",
+              issuer_root: Optional[Cert] = None, serve: bool = True,
+              **leaf_kwargs: Any) -> Chain:
+        # urls[i] serves intermediates[i], the issuer of the leaf (i == 0) or of
+        # intermediates[i - 1]; the top intermediate points at an unserved root URL.
+        urls = [aia.url(unique_path("." + fmt)) for _ in range(levels)]
+        parent = issuer_root or root
+        intermediates: list[Cert] = []
+        for level in reversed(range(levels)):
+            up = urls[level + 1] if level + 1 < levels else aia.url(unique_path())
+            parent = issue(f"Intermediate {level}", parent, ca=True, aia=[up])
+            intermediates.insert(0, parent)
+        leaf = issue(hostname, parent, aia=urls[:1], dns=[hostname], ips=["127.0.0.1"],
+                     **leaf_kwargs)
+        chain = Chain(leaf, intermediates, urls)
+        if serve:
+            for path, cert in zip(chain.paths, intermediates):
+                aia.serve(path, encode([cert], fmt))
+        return chain
+
+    return build
+
+
+@pytest.fixture
+def server() -> Iterator[Callable[..., TLSServer]]:
+    """Start TLS servers for a test; all are stopped at its end."""
+    started: list[TLSServer] = []
+
+    def start(leaf: Cert, chain: Sequence[Cert] = ()) -> TLSServer:
+        srv = TLSServer(leaf, chain).__enter__()
+        started.append(srv)
+        return srv
+
+    yield start
+    for srv in started:
+        srv.close()
+
+
+def handshake(context: ssl.SSLContext, srv: TLSServer,
+              hostname: str = "localhost") -> ssl.SSLSocket:
+    """One real TLS handshake to ``srv``; returns the (closed) socket."""
+    with socket.create_connection(srv.address, timeout=30) as raw:
+        tls = context.wrap_socket(raw, server_hostname=hostname)
+        tls.close()
+        return tls
+
+
+def verify_code(context: ssl.SSLContext, srv: TLSServer, hostname: str = "localhost") -> int:
+    """0 for a verified handshake, else the SSLCertVerificationError code."""
+    try:
+        handshake(context, srv, hostname)
+    except ssl.SSLCertVerificationError as exc:
+        return int(exc.verify_code)
+    return 0
+
+
+def chain_lengths(context: ssl.SSLContext, srv: TLSServer) -> tuple[int, int]:
+    """(certificates the server sent, certificates in the verified chain)."""
+    with socket.create_connection(srv.address, timeout=30) as raw:
+        with context.wrap_socket(raw, server_hostname="localhost") as tls:
+            obj = tls._sslobj  # type: ignore[attr-defined]
+            return len(obj.get_unverified_chain()), len(obj.get_verified_chain())
+
+
+def fetches_of(aia: AIAServer, chain: Chain) -> int:
+    return sum(aia.hits[p] for p in chain.paths)
+
+
+__all__ = ["Chain", "chain_lengths", "encode", "fetches_of", "handshake", "unique_path",
+           "verify_code", "cache", "socket"]

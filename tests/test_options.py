@@ -1,0 +1,73 @@
+"""Options are validated up front, and errors name the option."""
+
+from __future__ import annotations
+
+import ssl
+
+import pytest
+
+import aia_ext
+from aia_ext._private.options import Options, make_options
+
+
+def test_defaults_match_the_documented_policy():
+    o = make_options({})
+    assert (o.timeout, o.deadline, o.max_response_bytes, o.max_fetches,
+            o.max_urls_per_cert, o.max_redirects) == (5.0, 10.0, 65536, 8, 5, 3)
+    assert (o.allow_https, o.allow_private, o.url_filter, o.fetcher) == (False, True, None, None)
+
+
+@pytest.mark.parametrize("name,value", [
+    ("timeout", 0), ("timeout", -1), ("timeout", float("nan")), ("timeout", float("inf")),
+    ("timeout", "5"), ("timeout", True), ("deadline", 0), ("deadline", 10_000),
+    ("max_response_bytes", 10), ("max_response_bytes", 1.5), ("max_fetches", -1),
+    ("max_fetches", 1000), ("max_urls_per_cert", 0), ("max_redirects", 11),
+    ("allow_https", 1), ("allow_private", "yes"), ("url_filter", 42), ("fetcher", "x"),
+])
+def test_bad_values_are_value_errors_naming_the_option(name, value):
+    with pytest.raises(ValueError, match=name):
+        make_options({name: value})
+
+
+def test_unknown_option_is_a_type_error():
+    with pytest.raises(TypeError, match="max_fetchs"):
+        make_options({"max_fetchs": 3})
+
+
+def test_enable_and_create_default_context_validate_first(root_file):
+    ctx = ssl.create_default_context(cafile=root_file)
+    with pytest.raises(ValueError, match="timeout"):
+        aia_ext.enable(ctx, timeout=-1)
+    assert not aia_ext.is_enabled(ctx)
+    with pytest.raises(ValueError, match="deadline"):
+        aia_ext.create_default_context(cafile=root_file, deadline=0)
+
+
+def test_options_are_immutable():
+    with pytest.raises(AttributeError):
+        Options().timeout = 1  # type: ignore[misc]
+
+
+def test_error_hierarchy():
+    assert issubclass(aia_ext.UnsupportedPlatformError, aia_ext.AIAError)
+    assert issubclass(aia_ext.UnsupportedPlatformError, RuntimeError)
+    assert issubclass(aia_ext.FetchError, aia_ext.AIAError)
+
+
+def test_create_default_context_without_ca_arguments():
+    ctx = aia_ext.create_default_context()
+    assert aia_ext.is_enabled(ctx)
+    assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
+    assert ctx.cert_store_stats()["x509_ca"] > 0 or ssl.get_default_verify_paths().capath
+
+
+def test_create_default_context_falls_back_to_certifi(monkeypatch, tmp_path):
+    import certifi
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "missing.pem"))
+    monkeypatch.setenv("SSL_CERT_DIR", str(empty))
+    ctx = aia_ext.create_default_context()
+    certifi_count = len(ssl.create_default_context(cafile=certifi.where()).get_ca_certs())
+    assert len(ctx.get_ca_certs()) == certifi_count > 0
