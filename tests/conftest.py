@@ -11,7 +11,7 @@ import socket
 import ssl
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
@@ -79,7 +79,7 @@ def make_chain(aia: AIAServer, root: Cert) -> Callable[..., Chain]:
     """Build root -> N intermediates -> leaf with every issuer served by AIA."""
 
     def build(levels: int = 1, fmt: str = "der", *, hostname: str = "localhost",
-              issuer_root: Optional[Cert] = None, serve: bool = True,
+              issuer_root: Cert | None = None, serve: bool = True,
               **leaf_kwargs: Any) -> Chain:
         # urls[i] serves intermediates[i], the issuer of the leaf (i == 0) or of
         # intermediates[i - 1]; the top intermediate points at an unserved root URL.
@@ -146,5 +146,14 @@ def fetches_of(aia: AIAServer, chain: Chain) -> int:
     return sum(aia.hits[p] for p in chain.paths)
 
 
-__all__ = ["Chain", "chain_lengths", "encode", "fetches_of", "handshake", "unique_path",
-           "verify_code", "cache", "socket"]
+__all__ = [
+    "Chain",
+    "cache",
+    "chain_lengths",
+    "encode",
+    "fetches_of",
+    "handshake",
+    "socket",
+    "unique_path",
+    "verify_code",
+]

@@ -20,7 +20,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
     from cryptography.x509 import Certificate
@@ -42,7 +42,7 @@ class CacheEntry:
 
     url: str
     certificates: tuple[Certificate, ...] = ()
-    error: Optional[str] = None
+    error: str | None = None
     nbytes: int = 0
     fetch_ms: float = 0.0
     expires_at: float = field(default=0.0, compare=False)  # time.monotonic()
@@ -60,7 +60,7 @@ def _not_after(cert: Certificate) -> datetime.datetime:
     value = getattr(cert, "not_valid_after_utc", None)  # cryptography >= 42
     if value is None:  # pragma: no cover - older cryptography
         value = cert.not_valid_after.replace(tzinfo=datetime.timezone.utc)
-    return value  # type: ignore[no-any-return]
+    return value
 
 
 class _Flight:
@@ -68,7 +68,7 @@ class _Flight:
 
     def __init__(self) -> None:
         self.done = threading.Event()
-        self.entry: Optional[CacheEntry] = None
+        self.entry: CacheEntry | None = None
 
 
 class MemoryCache:
@@ -81,7 +81,7 @@ class MemoryCache:
         self._lock = threading.Lock()
         self.network_fetches = 0  # for tests and benchmarks
 
-    def get(self, url: str) -> Optional[CacheEntry]:
+    def get(self, url: str) -> CacheEntry | None:
         """A fresh entry for ``url``, or None."""
         with self._lock:
             entry = self._entries.get(url)
@@ -111,7 +111,7 @@ class MemoryCache:
             if flight.done.wait(wait) and flight.entry is not None:
                 return flight.entry, False
             return CacheEntry(url, error="timeout: waiting for a concurrent fetch"), False
-        entry: Optional[CacheEntry] = None
+        entry: CacheEntry | None = None
         try:
             with self._lock:
                 self.network_fetches += 1

@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Callable
 
 from .cache import NEGATIVE_TTL, CacheEntry, cache, success_expiry
 from .errors import FetchError
@@ -129,7 +129,7 @@ def _network_entry(url: str, options: Options, deadline_at: float) -> CacheEntry
     return CacheEntry(url, certs, None, len(body), elapsed, success_expiry(certs))
 
 
-def _lookup(session: Session, url: str) -> tuple[Optional[CacheEntry], str]:
+def _lookup(session: Session, url: str) -> tuple[CacheEntry | None, str]:
     """The entry for ``url`` from the cache or the network, and its source."""
     entry = cache.get(url)
     if entry is not None:
@@ -196,7 +196,7 @@ def missing(
     return 0
 
 
-def done(session_id: int, ok: bool, error: int, depth: int) -> Optional[Session]:
+def done(session_id: int, ok: bool, error: int, depth: int) -> Session | None:
     """Close a session; log once if chasing was tried and the chain still failed."""
     with _sessions_lock:
         session = _sessions.pop(session_id, None)

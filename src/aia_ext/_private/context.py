@@ -12,7 +12,7 @@ import os
 import ssl
 import threading
 import weakref
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 from . import native
 from .options import make_options
@@ -69,7 +69,7 @@ def is_enabled(context: ssl.SSLContext) -> bool:
         return context in _tokens
 
 
-def _system_store_has_certificates(context: ssl.SSLContext) -> Optional[str]:
+def _system_store_has_certificates(context: ssl.SSLContext) -> str | None:
     """Where the system trust store was found, or None if it is empty."""
     if context.get_ca_certs():
         return "certificates loaded into the context"
@@ -86,9 +86,9 @@ def _system_store_has_certificates(context: ssl.SSLContext) -> Optional[str]:
 def create_default_context(
     purpose: ssl.Purpose = ssl.Purpose.SERVER_AUTH,
     *,
-    cafile: Optional[StrPath] = None,
-    capath: Optional[StrPath] = None,
-    cadata: Optional[Union[str, bytes]] = None,
+    cafile: StrPath | None = None,
+    capath: StrPath | None = None,
+    cadata: str | bytes | None = None,
     **options: Any,
 ) -> ssl.SSLContext:
     """``ssl.create_default_context()`` with AIA chasing enabled.

@@ -28,7 +28,7 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 from .errors import FetchError
@@ -97,7 +97,7 @@ class _DeadlineSocket:
 class _Reader(io.RawIOBase):
     def __init__(self, owner: _DeadlineSocket) -> None:
         super().__init__()
-        self._owner: Optional[_DeadlineSocket] = owner
+        self._owner: _DeadlineSocket | None = owner
 
     def readable(self) -> bool:
         return True
@@ -143,7 +143,7 @@ class _PinnedConnection(http.client.HTTPConnection):
             context.load_default_certs()
             sock.settimeout(_remaining(self._deadline_at))
             sock = context.wrap_socket(sock, server_hostname=self._target.tls_server_name)
-        self.sock = _DeadlineSocket(sock, self._deadline_at)  # type: ignore[assignment]
+        self.sock = _DeadlineSocket(sock, self._deadline_at)
 
 
 def _open_checked_socket(target: _Target, options: Options, deadline_at: float) -> socket.socket:
@@ -155,7 +155,7 @@ def _open_checked_socket(target: _Target, options: Options, deadline_at: float) 
     except (OSError, UnicodeError) as exc:
         raise FetchError("DNS error", str(exc)) from None
     refusals = []
-    last_error: Optional[OSError] = None
+    last_error: OSError | None = None
     for family, kind, proto, _name, sockaddr in infos:
         # A proxy is the user's own configuration, not certificate input.
         if not target.via_proxy:
@@ -179,13 +179,16 @@ def _open_checked_socket(target: _Target, options: Options, deadline_at: float) 
     raise FetchError("connection error", str(last_error) if last_error else "no address")
 
 
-def _proxy_for(url: str, host: str) -> Optional[str]:
+def _proxy_for(url: str, host: str) -> str | None:
     import urllib.request  # only on the (rare) fetch path: it is slow to import
 
     proxies = urllib.request.getproxies_environment()
     scheme = urlsplit(url).scheme.lower()
     proxy = proxies.get(scheme)
-    if not proxy or urllib.request.proxy_bypass_environment(host, proxies):
+    # proxy_bypass_environment reads no_proxy as curl and requests do; typeshed
+    # does not declare it.
+    bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
+    if not proxy or bypass(host, proxies):
         return None
     return proxy
 

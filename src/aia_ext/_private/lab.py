@@ -18,7 +18,7 @@ import threading
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -65,18 +65,18 @@ class Cert:
 
 def issue(
     common_name: str,
-    issuer: Optional[Cert] = None,
+    issuer: Cert | None = None,
     *,
     ca: bool = False,
-    path_length: Optional[int] = None,
+    path_length: int | None = None,
     aia: Sequence[str] = (),
     dns: Sequence[str] = (),
     ips: Sequence[str] = (),
-    key: Optional[PrivateKey] = None,
-    not_before: Optional[datetime.datetime] = None,
-    not_after: Optional[datetime.datetime] = None,
-    extended_key_usage: Optional[Sequence[x509.ObjectIdentifier]] = None,
-    name_constraints: Optional[x509.NameConstraints] = None,
+    key: PrivateKey | None = None,
+    not_before: datetime.datetime | None = None,
+    not_after: datetime.datetime | None = None,
+    extended_key_usage: Sequence[x509.ObjectIdentifier] | None = None,
+    name_constraints: x509.NameConstraints | None = None,
     basic_constraints: bool = True,
 ) -> Cert:
     """Issue a certificate; self-signed when ``issuer`` is None.
@@ -100,7 +100,8 @@ def issue(
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
     )
     if basic_constraints:
-        builder = builder.add_extension(x509.BasicConstraints(ca, path_length if ca else None), True)
+        constraints = x509.BasicConstraints(ca, path_length if ca else None)
+        builder = builder.add_extension(constraints, True)
     builder = builder.add_extension(
         x509.KeyUsage(
             digital_signature=not ca, content_commitment=False, key_encipherment=False,
@@ -146,14 +147,14 @@ class Route:
     status: int = 200
     content_type: str = "application/pkix-cert"
     headers: dict[str, str] = field(default_factory=dict)
-    handler: Optional[Callable[[http.server.BaseHTTPRequestHandler], None]] = None
+    handler: Callable[[http.server.BaseHTTPRequestHandler], None] | None = None
 
 
 class _AIAHandler(http.server.BaseHTTPRequestHandler):
     server: _AIAHTTPServer
     protocol_version = "HTTP/1.1"
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         owner = self.server.owner
         path = self.path.split("?", 1)[0]
         owner._record(path, self)
@@ -246,7 +247,7 @@ class TLSServer:
     """
 
     def __init__(self, leaf: Cert, chain: Iterable[Cert] = (), *,
-                 handshakes_ok: Optional[list[bool]] = None) -> None:
+                 handshakes_ok: list[bool] | None = None) -> None:
         self._dir = tempfile.TemporaryDirectory(prefix="aia-ext-lab-")
         certfile = os.path.join(self._dir.name, "chain.pem")
         keyfile = os.path.join(self._dir.name, "key.pem")
@@ -322,7 +323,7 @@ class TLSServer:
             tls.close()
 
 
-def write_pem(path: Union[str, os.PathLike[str]], *certs: Cert) -> str:
+def write_pem(path: str | os.PathLike[str], *certs: Cert) -> str:
     """Write certificates as PEM to ``path``; returns the path as str."""
     with open(path, "wb") as f:
         f.write(b"".join(c.pem for c in certs))

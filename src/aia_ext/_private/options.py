@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 __all__ = ["Fetcher", "Options", "UrlFilter", "make_options"]
 
@@ -32,8 +32,8 @@ class Options:
     max_redirects: int = 3
     allow_https: bool = False
     allow_private: bool = True
-    url_filter: Optional[UrlFilter] = None
-    fetcher: Optional[Fetcher] = None
+    url_filter: UrlFilter | None = None
+    fetcher: Fetcher | None = None
 
 
 # (lowest allowed, highest allowed) for the numeric options.  The upper bounds

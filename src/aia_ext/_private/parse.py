@@ -97,7 +97,7 @@ def _element(buf: bytes, pos: int, end: int, depth: int) -> tuple[int, int, int,
 
 
 def _children(buf: bytes, start: int, end: int, depth: int) -> list[tuple[int, int, int, int]]:
-    out = []
+    out: list[tuple[int, int, int, int]] = []
     pos = start
     while pos < end and len(out) < _MAX_ELEMENTS:
         element = _element(buf, pos, end, depth)
@@ -142,7 +142,7 @@ def _certificates_from_der(der: bytes) -> list[Certificate]:
     blobs = _pkcs7_certificate_blobs(der)
     if blobs is None:
         blobs = [der]
-    certs = []
+    certs: list[Certificate] = []
     for blob in blobs:
         if len(certs) >= MAX_CERTIFICATES:
             log.debug("ignoring certificates beyond the first %d", MAX_CERTIFICATES)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from .errors import FetchError
@@ -30,12 +30,10 @@ MAX_URL_LENGTH = 2048
 def ca_issuer_urls(cert: Certificate) -> list[str]:
     """The caIssuers URIs of ``cert``'s AIA extension, in certificate order."""
     from cryptography import x509
-    from cryptography.x509.oid import AuthorityInformationAccessOID, ExtensionOID
+    from cryptography.x509.oid import AuthorityInformationAccessOID
 
     try:
-        aia = cert.extensions.get_extension_for_oid(
-            ExtensionOID.AUTHORITY_INFORMATION_ACCESS
-        ).value
+        aia = cert.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
     except x509.ExtensionNotFound:
         return []
     except ValueError as exc:  # a malformed extension is "no URL", not a crash
@@ -49,7 +47,7 @@ def ca_issuer_urls(cert: Certificate) -> list[str]:
     ]
 
 
-def url_refusal(url: str, options: Options) -> Optional[str]:
+def url_refusal(url: str, options: Options) -> str | None:
     """Why ``url`` must not be fetched under ``options``, or None if it may be."""
     if len(url) > MAX_URL_LENGTH:
         return "refused by policy: URL too long"
@@ -82,7 +80,7 @@ def url_refusal(url: str, options: Options) -> Optional[str]:
     return None
 
 
-def address_refusal(address: str, allow_private: bool) -> Optional[str]:
+def address_refusal(address: str, allow_private: bool) -> str | None:
     """Why a resolved destination address must not be connected to, or None.
 
     Link-local (cloud metadata at 169.254.169.254, fe80::/10), multicast,
