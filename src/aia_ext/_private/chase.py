@@ -157,6 +157,8 @@ def missing(
     urls = ca_issuer_urls(child)
     log.debug("verification %d: issuer of %s (depth %d, error %d) missing; %d caIssuers URL(s)",
               session.id, subject, depth, error, len(urls))
+    if not urls:
+        session.attempts.append(Attempt("", subject, "no caIssuers URL"))
     for url in urls[: session.options.max_urls_per_cert]:
         if url in session.tried:  # cycles: a URL is fetched once per verification
             continue
@@ -196,6 +198,18 @@ def missing(
     return 0
 
 
+MISSING_ISSUER = frozenset({2, 20})  # X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT[_LOCALLY]
+
+
+def _describe(attempt: Attempt) -> str:
+    if not attempt.url:
+        return f"{attempt.for_subject}: {attempt.outcome}"
+    outcome = attempt.outcome
+    if outcome == "ok":
+        outcome = f"ok, {attempt.added} certificate(s) added"
+    return f"{attempt.url} ({outcome})"
+
+
 def done(session_id: int, ok: bool, error: int, depth: int) -> Session | None:
     """Close a session; log once if chasing was tried and the chain still failed."""
     with _sessions_lock:
@@ -203,13 +217,20 @@ def done(session_id: int, ok: bool, error: int, depth: int) -> Session | None:
     if session is None:
         return None
     elapsed = (time.monotonic() - session.started) * 1000
+    fetched = any(a.url for a in session.attempts)
     if ok:
         log.debug("verification %d: chain completed by AIA in %.1f ms (%d network fetch(es))",
                   session.id, elapsed, session.fetches)
-    elif session.attempts:
-        tried = "; ".join(f"{a.url} [{a.outcome}]" for a in session.attempts)
+    elif error not in MISSING_ISSUER:
+        # The chain was completed; OpenSSL rejected it for another reason,
+        # which the caller sees as the verify code.  Not an AIA problem.
+        log.debug("verification %d: chain completed by AIA, then rejected with verify error %d "
+                  "at depth %d", session.id, error, depth)
+    elif fetched:
         log.warning("AIA chasing did not complete the chain of %s (verify error %d at depth %d, "
-                    "%.0f ms): %s", session.attempts[0].for_subject, error, depth, elapsed, tried)
+                    "%.0f ms): %s", session.attempts[0].for_subject, error, depth, elapsed,
+                    "; ".join(_describe(a) for a in session.attempts))
     else:
-        log.debug("verification %d: no caIssuers URL to try", session.id)
+        log.debug("verification %d: nothing to fetch: %s", session.id,
+                  "; ".join(_describe(a) for a in session.attempts))
     return session
