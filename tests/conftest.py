@@ -116,6 +116,19 @@ def server() -> Iterator[Callable[..., TLSServer]]:
         srv.close()
 
 
+@pytest.fixture
+def healthy(make_chain: Callable[..., Chain], server: Callable[..., TLSServer],
+            root_file: str) -> Callable[[], None]:
+    """A check that the process still completes chains normally."""
+
+    def check() -> None:
+        chain = make_chain()
+        ctx = aia_ext.enable(ssl.create_default_context(cafile=root_file))
+        assert verify_code(ctx, server(chain.leaf)) == 0
+
+    return check
+
+
 def handshake(context: ssl.SSLContext, srv: TLSServer,
               hostname: str = "localhost") -> ssl.SSLSocket:
     """One real TLS handshake to ``srv``; returns the (closed) socket."""

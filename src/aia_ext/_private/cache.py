@@ -46,6 +46,7 @@ class CacheEntry:
     nbytes: int = 0
     fetch_ms: float = 0.0
     expires_at: float = field(default=0.0, compare=False)  # time.monotonic()
+    shareable: bool = True  # False: valid only under the policy that produced it
 
 
 def success_expiry(certificates: tuple[Certificate, ...]) -> float:
@@ -99,25 +100,35 @@ class MemoryCache:
         """The entry for ``url``, fetching it once however many threads ask.
 
         Returns (entry, fetched_here).  A thread that finds a fetch under way
-        waits at most ``wait`` seconds for it.
+        waits at most ``wait`` seconds for it.  An entry that is not
+        ``shareable`` (a refusal by the leader's own policy) is neither stored
+        nor handed to waiters: they fetch under their own policy instead.
         """
-        with self._lock:
-            flight = self._flights.get(url)
-            leader = flight is None
+        deadline = time.monotonic() + wait
+        while True:
+            with self._lock:
+                flight = self._flights.get(url)
+                leader = flight is None
+                if leader:
+                    flight = self._flights[url] = _Flight()
+            assert flight is not None
             if leader:
-                flight = self._flights[url] = _Flight()
-        assert flight is not None
-        if not leader:
-            if flight.done.wait(wait) and flight.entry is not None:
+                return self._lead(url, flight, fetch), True
+            left = deadline - time.monotonic()
+            if not flight.done.wait(max(left, 0.0)):
+                return CacheEntry(url, error="timeout: waiting for a concurrent fetch"), False
+            if flight.entry is not None and flight.entry.shareable:
                 return flight.entry, False
-            return CacheEntry(url, error="timeout: waiting for a concurrent fetch"), False
+
+    def _lead(self, url: str, flight: _Flight, fetch: Callable[[], CacheEntry]) -> CacheEntry:
         entry: CacheEntry | None = None
         try:
             with self._lock:
                 self.network_fetches += 1
             entry = fetch()
-            self._store(entry)
-            return entry, True
+            if entry.shareable:
+                self._store(entry)
+            return entry
         finally:
             flight.entry = entry
             with self._lock:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -68,6 +69,18 @@ _sessions: dict[int, Session] = {}
 _sessions_lock = threading.Lock()
 
 
+def _after_fork_in_child() -> None:
+    # Sessions of threads that do not exist in the child never end, and a
+    # lock another thread held at fork() would stay held forever.
+    global _sessions_lock
+    _sessions_lock = threading.Lock()
+    _sessions.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _open(options: Options) -> Session:
     now = time.monotonic()
     session = Session(next(_ids), options, now, now + options.deadline)
@@ -122,7 +135,8 @@ def _network_entry(url: str, options: Options, deadline_at: float) -> CacheEntry
         elapsed = (time.monotonic() - started) * 1000
         log.debug("fetch of %s failed after %.1f ms: %s", url, elapsed, exc)
         return CacheEntry(url, error=str(exc), fetch_ms=elapsed,
-                          expires_at=time.monotonic() + NEGATIVE_TTL)
+                          expires_at=time.monotonic() + NEGATIVE_TTL,
+                          shareable=not exc.is_policy)
     elapsed = (time.monotonic() - started) * 1000
     log.debug("fetched %s: %d bytes, %d certificate(s) in %.1f ms",
               url, len(body), len(certs), elapsed)

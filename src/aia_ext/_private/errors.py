@@ -30,7 +30,15 @@ class FetchError(AIAError):
     exceptions: a failed fetch only means "no extra certificates".
     """
 
+    #: Reasons starting with this depend on the asking context's options.
+    POLICY_PREFIX = "refused by policy"
+
     def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
+
+    @property
+    def is_policy(self) -> bool:
+        """True when the URL was refused by this context's policy, not by the network."""
+        return self.reason.startswith(self.POLICY_PREFIX)

@@ -221,12 +221,14 @@ def _target(url: str) -> _Target:
 
 def _read_body(response: http.client.HTTPResponse, max_bytes: int) -> bytes:
     declared = response.getheader("Content-Length")
+    length: int | None = None
     if declared is not None:
         try:
-            if int(declared) > max_bytes:
-                raise FetchError("too large", f"Content-Length {declared} > {max_bytes}")
+            length = int(declared)
         except ValueError:
             raise FetchError("bad HTTP response", "invalid Content-Length") from None
+        if length > max_bytes:
+            raise FetchError("too large", f"Content-Length {declared} > {max_bytes}")
     coding = (response.getheader("Content-Encoding") or "identity").strip().lower()
     if coding != "identity":
         raise FetchError("bad HTTP response", f"Content-Encoding {coding!r} refused")
@@ -240,6 +242,10 @@ def _read_body(response: http.client.HTTPResponse, max_bytes: int) -> bytes:
         if total > max_bytes:
             raise FetchError("too large", f"body exceeds {max_bytes} bytes")
         chunks.append(data)
+    # http.client's read(amt) returns a short body quietly when the server
+    # hangs up early; a truncated certificate must not reach the parser.
+    if length is not None and total != length:
+        raise FetchError("bad HTTP response", f"body of {total} bytes, Content-Length {length}")
     return b"".join(chunks)
 
 

@@ -78,12 +78,15 @@ def issue(
     extended_key_usage: Sequence[x509.ObjectIdentifier] | None = None,
     name_constraints: x509.NameConstraints | None = None,
     basic_constraints: bool = True,
+    sign_with: PrivateKey | None = None,
 ) -> Cert:
     """Issue a certificate; self-signed when ``issuer`` is None.
 
     The defaults make certificates that pass Python 3.13's
     VERIFY_X509_STRICT: critical basicConstraints and keyUsage, SKI, and AKI
-    on every non-root.  Keyword arguments exist to build broken ones.
+    on every non-root.  Keyword arguments exist to build broken ones;
+    ``sign_with`` signs with another key than the issuer's (a bad signature
+    behind a correct AKI).
     """
     key = key or new_key()
     now = datetime.datetime.now(datetime.timezone.utc)
@@ -132,7 +135,7 @@ def issue(
         builder = builder.add_extension(x509.ExtendedKeyUsage(list(extended_key_usage)), False)
     if name_constraints is not None:
         builder = builder.add_extension(name_constraints, True)
-    return Cert(builder.sign(signer_key, hashes.SHA256()), key)
+    return Cert(builder.sign(sign_with or signer_key, hashes.SHA256()), key)
 
 
 # --------------------------------------------------------------------------
@@ -190,16 +193,23 @@ class AIAServer:
     """An HTTP server on 127.0.0.1 serving caIssuers responses by path.
 
     ``hits`` counts requests per path; ``requests`` keeps each request's
-    method, path and headers, so tests can see exactly what was sent.
+    method, path and headers, so tests can see exactly what was sent.  Given
+    a server-side ``tls`` context it serves HTTPS instead.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.routes: dict[str, Route] = {}
         self.hits: Counter[str] = Counter()
         self.requests: list[tuple[str, str, dict[str, str]]] = []
+        #: For a TLS server: whether each request's client sent a certificate.
+        self.client_certificates: list[bool] = []
         self._lock = threading.Lock()
         self._httpd = _AIAHTTPServer(("127.0.0.1", 0), _AIAHandler)
         self._httpd.owner = self
+        self.scheme = "http"
+        if tls is not None:
+            self._httpd.socket = tls.wrap_socket(self._httpd.socket, server_side=True)
+            self.scheme = "https"
         self.port = int(self._httpd.server_address[1])
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True,
                                         kwargs={"poll_interval": 0.05})
@@ -216,7 +226,7 @@ class AIAServer:
         self._httpd.server_close()
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"{self.scheme}://127.0.0.1:{self.port}{path}"
 
     def serve(self, path: str, body: bytes, **kwargs: Any) -> str:
         """Serve ``body`` at ``path``; returns the full URL."""
@@ -227,6 +237,9 @@ class AIAServer:
         with self._lock:
             self.hits[path] += 1
             self.requests.append((handler.command, handler.path, dict(handler.headers.items())))
+            if isinstance(handler.connection, ssl.SSLSocket):
+                self.client_certificates.append(handler.connection.getpeercert() is not None
+                                                and handler.connection.getpeercert() != {})
 
     @property
     def total_hits(self) -> int:
