@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import pathlib
 
 import pytest
@@ -146,3 +147,20 @@ def test_destination_policy(address, refused):
 @pytest.mark.parametrize("address", ["127.0.0.1", "10.1.2.3", "192.168.1.1", "::1", "fd00::1"])
 def test_private_destinations_can_be_refused(address):
     assert "allow_private=False" in (address_refusal(address, allow_private=False) or "")
+
+
+def test_invalid_x509_version_inside_a_bundle_is_skipped():
+    # Found by fuzz/fuzz_parse.py: cryptography raises x509.InvalidVersion,
+    # which is not a ValueError, for a version field other than v1-v3.
+    good = (DATA / "pkcs7" / "google.single.der").read_bytes()
+    bad = bytearray(good)
+    version = bad.index(b"\xa0\x03\x02\x01\x02")  # [0] EXPLICIT INTEGER 2 (v3)
+    bad[version + 4] = 0x30
+    body = b"".join(
+        b"-----BEGIN CERTIFICATE-----\n" + base64.encodebytes(blob) + b"-----END CERTIFICATE-----\n"
+        for blob in (bytes(bad), good)
+    )
+    certs = parse_certificates(body)
+    assert len(certs) == 1  # the bad one skipped, the good one kept
+    with pytest.raises(FetchError):
+        parse_certificates(bytes(bad))

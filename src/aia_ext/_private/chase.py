@@ -166,7 +166,14 @@ def missing(
     """Find issuers for the certificate ``der`` and add them; how many were added."""
     from cryptography import x509
 
-    child = x509.load_der_x509_certificate(der)
+    try:
+        child = x509.load_der_x509_certificate(der)
+    except Exception as exc:  # noqa: BLE001
+        # OpenSSL accepted it, but cryptography's stricter parser may not:
+        # without its AIA there is nothing to fetch (fail closed, quietly).
+        session.attempts.append(Attempt("", f"certificate at depth {depth}",
+                                        f"unreadable by cryptography ({exc})"))
+        return 0
     subject = _subject(child)
     urls = ca_issuer_urls(child)
     log.debug("verification %d: issuer of %s (depth %d, error %d) missing; %d caIssuers URL(s)",

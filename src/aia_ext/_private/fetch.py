@@ -311,7 +311,7 @@ def _custom_fetch(url: str, options: Options, fetch_deadline: float) -> bytes:
         body = options.fetcher(url, _remaining(fetch_deadline))
     except FetchError:
         raise
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure of user code is a failed fetch
         raise FetchError("fetcher error", f"{type(exc).__name__}: {exc}") from None
     if not isinstance(body, (bytes, bytearray, memoryview)):
         raise FetchError("fetcher error", f"returned {type(body).__name__}, not bytes")

@@ -149,7 +149,9 @@ def _certificates_from_der(der: bytes) -> list[Certificate]:
             break
         try:
             certs.append(x509.load_der_x509_certificate(blob))
-        except ValueError as exc:
+        except Exception as exc:  # noqa: BLE001 - hostile bytes: ValueError, InvalidVersion, ...
+            # cryptography raises more than ValueError on malformed input
+            # (x509.InvalidVersion is not one); found by fuzz/fuzz_parse.py.
             log.debug("skipping an element that is not a DER certificate: %s", exc)
     return certs
 

@@ -36,8 +36,10 @@ def ca_issuer_urls(cert: Certificate) -> list[str]:
         aia = cert.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
     except x509.ExtensionNotFound:
         return []
-    except ValueError as exc:  # a malformed extension is "no URL", not a crash
-        log.debug("unreadable AIA extension in %s: %s", cert.subject.rfc4514_string(), exc)
+    except Exception as exc:  # noqa: BLE001
+        # A malformed extension block is "no URL", not a crash; cryptography
+        # raises ValueError, DuplicateExtension, UnsupportedGeneralNameType...
+        log.debug("unreadable extensions in a certificate: %s", exc)
         return []
     return [
         d.access_location.value
@@ -73,7 +75,7 @@ def url_refusal(url: str, options: Options) -> str | None:
     if options.url_filter is not None:
         try:
             allowed = options.url_filter(url)
-        except Exception as exc:  # a broken filter refuses (fail closed)
+        except Exception as exc:  # noqa: BLE001 - a broken filter refuses (fail closed)
             return f"refused by policy: url_filter raised {type(exc).__name__}"
         if not allowed:
             return "refused by policy: url_filter"

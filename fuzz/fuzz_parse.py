@@ -1,0 +1,31 @@
+"""atheris harness: AIA response bodies -> parse_certificates().
+
+Any outcome other than a list of 1..MAX_CERTIFICATES certificates or a
+FetchError("parse error") is a finding (an uncaught exception, a hang, a crash).
+
+    python fuzz/fuzz_parse.py fuzz/corpus/parse -max_total_time=600
+"""
+
+from __future__ import annotations
+
+import sys
+
+import atheris
+
+with atheris.instrument_imports(include=["aia_ext"]):
+    from aia_ext._private.errors import FetchError
+    from aia_ext._private.parse import MAX_CERTIFICATES, parse_certificates
+
+
+def test_one_input(data: bytes) -> None:
+    try:
+        certs = parse_certificates(data)
+    except FetchError as exc:
+        assert exc.reason == "parse error", exc
+        return
+    assert 1 <= len(certs) <= MAX_CERTIFICATES
+
+
+if __name__ == "__main__":
+    atheris.Setup(sys.argv, test_one_input)
+    atheris.Fuzz()
