@@ -26,7 +26,7 @@ PERMISSIVE = Options(allow_https=True)
 def test_one_input(data: bytes) -> None:
     try:
         cert = x509.load_der_x509_certificate(data)
-    except ValueError:
+    except Exception:  # noqa: BLE001 - not a certificate cryptography loads: not our input
         return
     for url in ca_issuer_urls(cert):
         for options in (Options(), STRICT, PERMISSIVE):

@@ -15,7 +15,6 @@ then runs again, exactly as strict as before.
 
 from __future__ import annotations
 
-from ._private.cache import cache as _cache
 from ._private.context import create_default_context, disable, enable, is_enabled
 from ._private.errors import AIAError, FetchError, UnsupportedPlatformError
 from ._private.options import Options
@@ -37,4 +36,6 @@ __all__ = [
 
 def clear_cache() -> None:
     """Forget every cached AIA response in this process."""
-    _cache.clear()
+    from ._private.cache import cache  # not at import time: it is off the fast path
+
+    cache.clear()

@@ -44,7 +44,8 @@ class CacheEntry:
     certificates: tuple[Certificate, ...] = ()
     error: str | None = None
     nbytes: int = 0
-    fetch_ms: float = 0.0
+    fetch_ms: float = 0.0  # network time, redirects included
+    parse_ms: float = 0.0
     expires_at: float = field(default=0.0, compare=False)  # time.monotonic()
     shareable: bool = True  # False: valid only under the policy that produced it
 

@@ -62,6 +62,16 @@ class Session:
     fetches: int = 0
     tried: set[str] = field(default_factory=set)
     attempts: list[Attempt] = field(default_factory=list)
+    # Where the time went: network, parsing, and OpenSSL re-verifying after
+    # each answer (measured from one answer to the next call or the end).
+    fetch_ms: float = 0.0
+    parse_ms: float = 0.0
+    reverify_ms: float = 0.0
+    answered_at: float | None = None
+    ok: bool = False
+    error: int = 0
+    depth: int = 0
+    elapsed_ms: float = 0.0
 
 
 _ids = itertools.count(1)
@@ -130,6 +140,7 @@ def _network_entry(url: str, options: Options, deadline_at: float) -> CacheEntry
     started = time.monotonic()
     try:
         body = fetch_url(url, options, deadline_at)
+        fetched = time.monotonic()
         certs = tuple(parse_certificates(body))
     except FetchError as exc:
         elapsed = (time.monotonic() - started) * 1000
@@ -137,10 +148,11 @@ def _network_entry(url: str, options: Options, deadline_at: float) -> CacheEntry
         return CacheEntry(url, error=str(exc), fetch_ms=elapsed,
                           expires_at=time.monotonic() + NEGATIVE_TTL,
                           shareable=not exc.is_policy)
-    elapsed = (time.monotonic() - started) * 1000
-    log.debug("fetched %s: %d bytes, %d certificate(s) in %.1f ms",
-              url, len(body), len(certs), elapsed)
-    return CacheEntry(url, certs, None, len(body), elapsed, success_expiry(certs))
+    parse_ms = (time.monotonic() - fetched) * 1000
+    fetch_ms = (fetched - started) * 1000
+    log.debug("fetched %s: %d bytes, %d certificate(s) in %.1f ms (+%.2f ms parsing)",
+              url, len(body), len(certs), fetch_ms, parse_ms)
+    return CacheEntry(url, certs, None, len(body), fetch_ms, parse_ms, success_expiry(certs))
 
 
 def _lookup(session: Session, url: str) -> tuple[CacheEntry | None, str]:
@@ -164,6 +176,19 @@ def missing(
     session: Session, der: bytes, depth: int, error: int, add: AddUntrusted
 ) -> int:
     """Find issuers for the certificate ``der`` and add them; how many were added."""
+    _account_reverify(session)
+    added = _missing(session, der, depth, error, add)
+    session.answered_at = time.monotonic() if added > 0 else None
+    return added
+
+
+def _account_reverify(session: Session) -> None:
+    if session.answered_at is not None:
+        session.reverify_ms += (time.monotonic() - session.answered_at) * 1000
+        session.answered_at = None
+
+
+def _missing(session: Session, der: bytes, depth: int, error: int, add: AddUntrusted) -> int:
     from cryptography import x509
 
     try:
@@ -195,9 +220,13 @@ def missing(
         if entry is None:
             session.attempts.append(Attempt(url, subject, source))
             continue
+        network = source == "network"
         attempt = Attempt(url, subject, entry.error or "ok", source,
-                          entry.nbytes, entry.fetch_ms if source == "network" else 0.0)
+                          entry.nbytes, entry.fetch_ms + entry.parse_ms if network else 0.0)
         session.attempts.append(attempt)
+        if network:
+            session.fetch_ms += entry.fetch_ms
+            session.parse_ms += entry.parse_ms
         if entry.error is not None:
             continue
         candidates = _issuer_candidates(child, entry.certificates)
@@ -237,7 +266,9 @@ def done(session_id: int, ok: bool, error: int, depth: int) -> Session | None:
         session = _sessions.pop(session_id, None)
     if session is None:
         return None
+    _account_reverify(session)
     elapsed = (time.monotonic() - session.started) * 1000
+    session.ok, session.error, session.depth, session.elapsed_ms = ok, error, depth, elapsed
     fetched = any(a.url for a in session.attempts)
     if ok:
         log.debug("verification %d: chain completed by AIA in %.1f ms (%d network fetch(es))",
@@ -254,4 +285,10 @@ def done(session_id: int, ok: bool, error: int, depth: int) -> Session | None:
     else:
         log.debug("verification %d: nothing to fetch: %s", session.id,
                   "; ".join(_describe(a) for a in session.attempts))
+    for observer in tuple(observers):
+        observer(session)
     return session
+
+
+#: Called with every finished Session (for reports and benchmarks).
+observers: list[Callable[[Session], None]] = []

@@ -259,8 +259,7 @@ class TLSServer:
     intermediates it is configured with (none, for the incomplete-chain case).
     """
 
-    def __init__(self, leaf: Cert, chain: Iterable[Cert] = (), *,
-                 handshakes_ok: list[bool] | None = None) -> None:
+    def __init__(self, leaf: Cert, chain: Iterable[Cert] = (), *, port: int = 0) -> None:
         self._dir = tempfile.TemporaryDirectory(prefix="aia-ext-lab-")
         certfile = os.path.join(self._dir.name, "chain.pem")
         keyfile = os.path.join(self._dir.name, "key.pem")
@@ -272,7 +271,7 @@ class TLSServer:
         self.context.load_cert_chain(certfile, keyfile)
         self.handshakes = Counter[str]()
         self._lock = threading.Lock()
-        self._sock = socket.create_server(("127.0.0.1", 0))
+        self._sock = socket.create_server(("127.0.0.1", port), backlog=256)
         self._sock.settimeout(0.1)
         self.port = int(self._sock.getsockname()[1])
         self._stop = threading.Event()

@@ -17,7 +17,6 @@ import threading
 from types import TracebackType
 from typing import Any
 
-from . import chase
 from .errors import UnsupportedPlatformError
 from .options import Options
 
@@ -146,6 +145,10 @@ def _define_callbacks(ffi: Any, lib: Any) -> None:
         options = _options_by_token.get(token)
         if options is None:
             return 0
+        # Imported here, not at module level: a complete chain never gets this
+        # far, and the fetch path (http.client, cryptography) is slow to import.
+        from . import chase
+
         session, session_ptr[0] = chase.session_for(session_ptr[0], options)
         def add(cert_der: bytes) -> int:
             return int(lib.aia_ext_add_untrusted(store_ctx, cert_der, len(cert_der)))
@@ -154,6 +157,8 @@ def _define_callbacks(ffi: Any, lib: Any) -> None:
 
     def aia_ext_py_done(token: int, session_id: int, ssl_ptr: Any, store_ctx: Any,
                         ok: int, error: int, depth: int) -> None:
+        from . import chase
+
         chase.done(session_id, bool(ok), error, depth)
 
     # Not decorators: cffi is untyped, and a plain call keeps mypy --strict quiet.

@@ -1,0 +1,365 @@
+"""aia_ext benchmarks: ratios against baselines measured in the same run.
+
+    python benchmarks/run.py [--quick] [--json out.json] [--strict]
+
+Every figure is a median over rounds, with its spread (min..max over rounds).
+Handshakes go to local TLS servers (ECDSA P-256) in a separate process.
+--quick takes about a minute; the full run a few minutes.  --strict exits 1
+when a target is missed.  The competitors (aia, aia-chaser) are measured when
+importable: pip install -r benchmarks/requirements.txt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import importlib.util
+import json
+import os
+import ssl
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+from harness import HERE, Servers, handshake, machine, rss_bytes, spread, timed_handshakes
+
+import aia_ext
+from aia_ext._private import chase
+
+
+@dataclass
+class Result:
+    name: str
+    what: str
+    value: float | None
+    unit: str
+    target: str = "report"
+    met: bool | None = None
+    spread: dict[str, float] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+    skipped: str = ""
+
+
+@dataclass
+class Settings:
+    rounds: int
+    handshakes: int
+    memory_handshakes: int
+    threads_each: int
+    process_runs: int
+
+
+QUICK = Settings(rounds=5, handshakes=100, memory_handshakes=1500, threads_each=8,
+                 process_runs=3)
+FULL = Settings(rounds=5, handshakes=500, memory_handshakes=10_000, threads_each=30,
+                process_runs=5)
+
+
+def _ratio_rounds(settings: Settings, baseline: Callable[[], float],
+                  candidate: Callable[[], float]) -> tuple[list[float], list[float], list[float]]:
+    """Interleaved rounds so drift hits both sides alike: (ratios, base, cand)."""
+    ratios, base, cand = [], [], []
+    for _ in range(settings.rounds):
+        b = baseline()
+        c = candidate()
+        base.append(b)
+        cand.append(c)
+        ratios.append(c / b)
+    return ratios, base, cand
+
+
+def full_overhead(servers: Servers, settings: Settings) -> Result:
+    plain = ssl.create_default_context(cafile=servers.root)
+    enabled = aia_ext.enable(ssl.create_default_context(cafile=servers.root))
+    port = servers.port("full")
+    for ctx in (plain, enabled):  # warm-up
+        timed_handshakes(ctx, port, 20)
+    ratios, base, cand = _ratio_rounds(
+        settings,
+        lambda: timed_handshakes(plain, port, settings.handshakes),
+        lambda: timed_handshakes(enabled, port, settings.handshakes))
+    median = statistics.median(ratios)
+    return Result("full_overhead", "complete chain: enabled / plain ssl", median, "x",
+                  "<= 1.03", median <= 1.03, spread(ratios),
+                  {"plain_ms": statistics.median(base) * 1000,
+                   "enabled_ms": statistics.median(cand) * 1000,
+                   "handshakes_per_round": settings.handshakes})
+
+
+def warm_incomplete(servers: Servers, settings: Settings) -> Result:
+    plain = ssl.create_default_context(cafile=servers.root)
+    enabled = aia_ext.enable(ssl.create_default_context(cafile=servers.root))
+    full, leaf_only = servers.port("full"), servers.port("leaf_only")
+    timed_handshakes(plain, full, 20)
+    timed_handshakes(enabled, leaf_only, 20)  # warms the cache
+    ratios, base, cand = _ratio_rounds(
+        settings,
+        lambda: timed_handshakes(plain, full, settings.handshakes),
+        lambda: timed_handshakes(enabled, leaf_only, settings.handshakes))
+    median = statistics.median(ratios)
+    return Result("warm_incomplete", "leaf-only, warm cache / plain ssl on a complete chain",
+                  median, "x", "<= 1.10", median <= 1.10, spread(ratios),
+                  {"plain_full_ms": statistics.median(base) * 1000,
+                   "enabled_leaf_only_ms": statistics.median(cand) * 1000})
+
+
+def _first_response_ms(context: ssl.SSLContext, port: int) -> float:
+    import http.client
+
+    started = time.perf_counter()
+    conn = http.client.HTTPSConnection("localhost", port, context=context, timeout=30)
+    try:
+        conn.request("GET", "/")
+        conn.getresponse().read()
+    finally:
+        conn.close()
+    return (time.perf_counter() - started) * 1000
+
+
+def cold_first_request(servers: Servers, settings: Settings) -> Result:
+    sessions: list[chase.Session] = []
+    chase.observers.append(sessions.append)
+    totals, fetch, parse, reverify, baseline = [], [], [], [], []
+    try:
+        for _ in range(settings.rounds):
+            aia_ext.clear_cache()
+            sessions.clear()
+            ctx = aia_ext.create_default_context(cafile=servers.root)
+            totals.append(_first_response_ms(ctx, servers.port("leaf_only")))
+            session = sessions[-1]
+            assert session.ok, "cold handshake did not complete"
+            fetch.append(session.fetch_ms)
+            parse.append(session.parse_ms)
+            reverify.append(session.reverify_ms)
+            plain = ssl.create_default_context(cafile=servers.root)
+            baseline.append(_first_response_ms(plain, servers.port("full")))
+    finally:
+        chase.observers.remove(sessions.append)
+    return Result("cold_first_request", "leaf-only, cold cache: time to first verified response",
+                  statistics.median(totals), "ms", "report", None, spread(totals),
+                  {"fetch_ms": statistics.median(fetch), "parse_ms": statistics.median(parse),
+                   "reverify_ms": statistics.median(reverify),
+                   "plain_complete_chain_ms": statistics.median(baseline)})
+
+
+def _in_process(tool: str, url: str, root: str) -> float:
+    env = dict(os.environ, SSL_CERT_FILE=root)
+    env.pop("SSL_CERT_DIR", None)
+    out = subprocess.run([sys.executable, os.path.join(HERE, "competitors.py"), tool, url],
+                         capture_output=True, text=True, env=env, timeout=120, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"{tool} failed: {out.stderr.strip().splitlines()[-1:]}")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    if result["body"] != "ok\n":
+        raise RuntimeError(f"{tool} got an unexpected body {result['body']!r}")
+    return float(result["ms"])
+
+
+def _versus(name: str, module: str, tool: str, servers: Servers, settings: Settings,
+            server: str) -> Result:
+    what = f"time to first verified response, cold: {tool} / aia_ext"
+    if importlib.util.find_spec(module) is None:
+        return Result(name, what, None, "x", "> 1",
+                      skipped=f"{tool} is not installed (pip install -r "
+                              f"benchmarks/requirements.txt)")
+    if server not in servers.info:
+        return Result(name, what, None, "x", "> 1",
+                      skipped="this process may not bind 127.0.0.1:443, which aia requires")
+    port = servers.port(server)
+    url = f"https://localhost:{port}/" if port != 443 else "https://localhost/"
+    ratios, ours, theirs = [], [], []
+    for _ in range(settings.process_runs):
+        a = _in_process("aia_ext", url, servers.root)
+        b = _in_process(tool, url, servers.root)
+        ours.append(a)
+        theirs.append(b)
+        ratios.append(b / a)
+    median = statistics.median(ratios)
+    return Result(name, what, median, "x", "> 1", median > 1, spread(ratios),
+                  {"aia_ext_ms": statistics.median(ours), f"{tool}_ms": statistics.median(theirs)})
+
+
+def concurrency(servers: Servers, settings: Settings) -> Result:
+    threads = 32
+
+    def throughput(ctx: ssl.SSLContext, port: int) -> float:
+        barrier = threading.Barrier(threads)
+        errors: list[BaseException] = []
+
+        def worker() -> None:
+            barrier.wait()
+            try:
+                for _ in range(settings.threads_each):
+                    handshake(ctx, port)
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        pool = [threading.Thread(target=worker) for _ in range(threads)]
+        started = time.perf_counter()
+        for t in pool:
+            t.start()
+        for t in pool:
+            t.join()
+        if errors:
+            raise RuntimeError(f"{len(errors)} handshakes failed: {errors[0]!r}")
+        return threads * settings.threads_each / (time.perf_counter() - started)
+
+    aia_ext.clear_cache()
+    before = servers.hits()
+    enabled = aia_ext.create_default_context(cafile=servers.root)
+    plain = ssl.create_default_context(cafile=servers.root)
+    ours = throughput(enabled, servers.port("leaf_only"))  # starts cold
+    fetches = servers.hits() - before
+    theirs = throughput(plain, servers.port("full"))
+    return Result("concurrency", f"{threads} threads, cold cache, leaf-only server",
+                  float(fetches), "fetches", "== 1", fetches == 1, {},
+                  {"handshakes_per_s": ours, "plain_full_handshakes_per_s": theirs,
+                   "throughput_ratio": ours / theirs})
+
+
+def memory(servers: Servers, settings: Settings) -> Result:
+    ctx = aia_ext.create_default_context(cafile=servers.root)
+    port = servers.port("leaf_only")
+    growth = {}
+    for label, cold in (("fetching", True), ("cached", False)):
+        warmup = min(500, settings.memory_handshakes // 4)
+        for _ in range(warmup):
+            if cold:
+                aia_ext.clear_cache()
+            handshake(ctx, port)
+        gc.collect()
+        start = rss_bytes()
+        for _ in range(settings.memory_handshakes):
+            if cold:
+                aia_ext.clear_cache()
+            handshake(ctx, port)
+        gc.collect()
+        growth[label] = (rss_bytes() - start) / (1024 * 1024)
+    worst = max(growth.values())
+    return Result("memory", f"RSS growth over {settings.memory_handshakes} handshakes "
+                  "after warm-up (worst of fetching / cached)", worst, "MiB", "<= 2",
+                  worst <= 2.0, {}, {"fetching_mib": growth["fetching"],
+                                     "cached_mib": growth["cached"],
+                                     "handshakes": settings.memory_handshakes})
+
+
+def import_time(servers: Servers, settings: Settings) -> Result:
+    values = []
+    for _ in range(max(5, settings.process_runs)):
+        out = subprocess.run([sys.executable, "-X", "importtime", "-c", "import aia_ext"],
+                             capture_output=True, text=True, check=True)
+        line = [x for x in out.stderr.splitlines() if x.rstrip().endswith("| aia_ext")][-1]
+        values.append(int(line.split("|")[1]) / 1000)
+    median = statistics.median(values)
+    return Result("import_time", "python -X importtime -c 'import aia_ext', cumulative",
+                  median, "ms", "<= 50", median <= 50, spread(values))
+
+
+def loop_block(servers: Servers, settings: Settings) -> Result:
+    async def stall_during(ctx: ssl.SSLContext, port: int) -> float:
+        longest = 0.0
+        done = asyncio.Event()
+
+        async def ticker() -> None:
+            nonlocal longest
+            last = time.perf_counter()
+            while not done.is_set():
+                await asyncio.sleep(0.001)
+                now = time.perf_counter()
+                longest = max(longest, now - last)
+                last = now
+
+        task = asyncio.create_task(ticker())
+        await asyncio.sleep(0.01)
+        _reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=ctx, server_hostname="localhost")
+        writer.close()
+        done.set()
+        await task
+        return longest * 1000
+
+    cold, warm = [], []
+    port = servers.port("leaf_only_slow")
+    for _ in range(settings.rounds):
+        aia_ext.clear_cache()
+        ctx = aia_ext.create_default_context(cafile=servers.root)
+        cold.append(asyncio.run(stall_during(ctx, port)))
+        warm.append(asyncio.run(stall_during(ctx, port)))
+    return Result("loop_block", "asyncio: longest event-loop stall, cold fetch with 50 ms "
+                  "AIA latency", statistics.median(cold), "ms", "report", None, spread(cold),
+                  {"warm_cache_stall_ms": statistics.median(warm)})
+
+
+BENCHMARKS: list[tuple[str, Callable[[Servers, Settings], Result]]] = [
+    ("full_overhead", full_overhead),
+    ("warm_incomplete", warm_incomplete),
+    ("cold_first_request", cold_first_request),
+    ("vs_aia_chaser", lambda s, t: _versus("vs_aia_chaser", "aia_chaser", "aia_chaser", s, t,
+                                           "leaf_only")),
+    ("vs_aia", lambda s, t: _versus("vs_aia", "aia", "aia", s, t, "leaf_only_443")),
+    ("concurrency", concurrency),
+    ("memory", memory),
+    ("import_time", import_time),
+    ("loop_block", loop_block),
+]
+
+
+def _format(result: Result) -> list[str]:
+    if result.skipped:
+        return [result.name, "skipped", "", result.target, result.skipped]
+    value = f"{result.value:.3f}" if result.unit == "x" else f"{result.value:.1f}"
+    value += f" {result.unit}" if result.unit != "x" else ""
+    if result.spread:
+        low, high = result.spread["min"], result.spread["max"]
+        ranges = f"{low:.3f}..{high:.3f}" if result.unit == "x" else f"{low:.1f}..{high:.1f}"
+    else:
+        ranges = ""
+    status = {True: "met", False: "MISSED", None: "-"}[result.met]
+    notes = ", ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}"
+                      for k, v in result.details.items())
+    return [result.name, value, ranges, f"{result.target} ({status})", notes]
+
+
+def table(results: list[Result]) -> str:
+    rows = [["name", "median", "spread", "target", "details"]] + [_format(r) for r in results]
+    lines = ["| " + " | ".join(row) + " |" for row in rows]
+    lines.insert(1, "|" + "|".join("---" for _ in rows[0]) + "|")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="about a minute")
+    parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    parser.add_argument("--strict", action="store_true", help="exit 1 if a target is missed")
+    parser.add_argument("--only", nargs="*", help="run only these benchmarks")
+    args = parser.parse_args()
+    settings = QUICK if args.quick else FULL
+    results: list[Result] = []
+    with Servers(aia_latency_ms=50) as servers:
+        for name, bench in BENCHMARKS:
+            if args.only and name not in args.only:
+                continue
+            results.append(bench(servers, settings))
+            print(f"  {name}: done", file=sys.stderr, flush=True)
+    info = machine()
+    print(f"aia_ext {aia_ext.__version__} on {info['implementation']} {info['python']}, "
+          f"{info['openssl']}, {info['cpu']} x{info['cpus']} ({info['platform']})")
+    print(f"command: python benchmarks/run.py{' --quick' if args.quick else ''}")
+    print()
+    print(table(results))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": info, "quick": args.quick, "settings": asdict(settings),
+                       "results": [asdict(r) for r in results]}, f, indent=2)
+    missed = [r.name for r in results if r.met is False]
+    return 1 if args.strict and missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
