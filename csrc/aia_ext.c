@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <stdio.h>
+#include <time.h>
 
 /* ---- OpenSSL types and constants, declared here instead of included ---- */
 
@@ -32,12 +33,17 @@ typedef struct ssl_st SSL;
 typedef struct x509_st X509;
 typedef struct x509_store_ctx_st X509_STORE_CTX;
 typedef struct stack_st OPENSSL_STACK; /* STACK_OF(X509) is this underneath */
+typedef struct x509_store_st X509_STORE;
+typedef struct X509_VERIFY_PARAM_st X509_VERIFY_PARAM;
 
 #define AIA_X509_V_OK 0
 #define AIA_X509_V_ERR_UNSPECIFIED 1
 #define AIA_X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT 2
 #define AIA_X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY 20
 #define AIA_SSL_VERIFY_NONE 0
+/* CRYPTO_EX_INDEX_SSL: the class for SSL_get_ex_new_index, which is a macro
+ * over CRYPTO_get_ex_new_index in both 1.1.1 and 3.x. */
+#define AIA_CRYPTO_EX_INDEX_SSL 0
 
 /* Upper bound on fetch/re-verify rounds in one verification.  The Python
  * side enforces the user-visible limits (max_fetches, deadline); this only
@@ -81,7 +87,26 @@ typedef struct stack_st OPENSSL_STACK; /* STACK_OF(X509) is this underneath */
     X(int, OPENSSL_sk_push, (OPENSSL_STACK *, const void *))                      \
     X(int, OPENSSL_sk_num, (const OPENSSL_STACK *))                               \
     X(void *, OPENSSL_sk_value, (const OPENSSL_STACK *, int))                     \
-    X(void, OPENSSL_sk_free, (OPENSSL_STACK *))
+    X(void, OPENSSL_sk_free, (OPENSSL_STACK *))                                   \
+    X(X509_STORE_CTX *, X509_STORE_CTX_new, (void))                               \
+    X(int, X509_STORE_CTX_init,                                                   \
+      (X509_STORE_CTX *, X509_STORE *, X509 *, OPENSSL_STACK *))                  \
+    X(void, X509_STORE_CTX_free, (X509_STORE_CTX *))                              \
+    X(int, X509_STORE_CTX_set_default, (X509_STORE_CTX *, const char *))          \
+    X(X509_VERIFY_PARAM *, X509_STORE_CTX_get0_param, (const X509_STORE_CTX *))   \
+    X(X509_STORE *, SSL_CTX_get_cert_store, (const SSL_CTX *))                    \
+    X(X509_VERIFY_PARAM *, SSL_CTX_get0_param, (SSL_CTX *))                       \
+    X(int, X509_VERIFY_PARAM_set1, (X509_VERIFY_PARAM *, const X509_VERIFY_PARAM *)) \
+    X(int, X509_VERIFY_PARAM_set1_host, (X509_VERIFY_PARAM *, const char *, size_t)) \
+    X(int, X509_VERIFY_PARAM_set1_ip_asc, (X509_VERIFY_PARAM *, const char *))    \
+    X(void, X509_VERIFY_PARAM_set_time, (X509_VERIFY_PARAM *, time_t))            \
+    X(int, CRYPTO_get_ex_new_index,                                               \
+      (int, long, void *, void *, void *, void *))                                \
+    X(int, SSL_set_ex_data, (SSL *, int, void *))                                 \
+    X(void *, SSL_get_ex_data, (const SSL *, int))                                \
+    X(int, SSL_CTX_get_security_level, (const SSL_CTX *))                         \
+    X(void, X509_VERIFY_PARAM_set_auth_level, (X509_VERIFY_PARAM *, int))        \
+    X(const char *, X509_verify_cert_error_string, (long))
 
 #define AIA_DECLARE_POINTER(ret, name, params) ret(*name) params;
 static struct {
@@ -90,6 +115,11 @@ static struct {
 #undef AIA_DECLARE_POINTER
 
 static int aia_bound = 0;
+/* Our own SSL ex_data index: after a chase it holds the Python session id,
+ * so aia_ext.report() finds the report of exactly this connection (a new SSL
+ * starts with empty ex_data, even at a reused address).  _ssl uses index 0
+ * (SSL_set_app_data), so ours must be separate. */
+static int aia_ssl_index = -1;
 
 /* ---- The one platform-specific place: finding _ssl's OpenSSL ---- */
 
@@ -205,6 +235,13 @@ int aia_ext_bind(const char *module_path, char *err, size_t errlen)
     }
     AIA_OPENSSL_FUNCTIONS(AIA_RESOLVE)
 #undef AIA_RESOLVE
+    aia_ssl_index = F.CRYPTO_get_ex_new_index(AIA_CRYPTO_EX_INDEX_SSL, 0, NULL, NULL,
+                                              NULL, NULL);
+    if (aia_ssl_index < 0) {
+        snprintf(err, errlen, "CRYPTO_get_ex_new_index failed");
+        memset(&F, 0, sizeof(F));
+        return 0;
+    }
     aia_bound = 1;
     return 1;
 }
@@ -277,40 +314,26 @@ static int aia_ask_python(uintptr_t token, uint64_t *session, SSL *ssl,
 }
 
 /*
- * Called by libssl in place of X509_verify_cert (SSL_CTX_set_cert_verify_
- * callback(3)).  libssl reads back the return value, X509_STORE_CTX_get_error
- * and X509_STORE_CTX_get1_chain.
+ * Complete the chain of `sctx`, whose X509_verify_cert just failed with a
+ * missing issuer (error 20 or 2), by asking Python for issuers; returns 1 if
+ * a re-verification succeeded.  The store context is left as OpenSSL's last
+ * run made it, except that a chain still without a path reports the original
+ * error (DESIGN.md invariant 2).  `ssl` is NULL for an offline verification.
  */
-static int aia_verify_callback(X509_STORE_CTX *sctx, void *arg)
+static int aia_chase(X509_STORE_CTX *sctx, uintptr_t token, SSL *ssl,
+                     uint64_t *session_out)
 {
-    uintptr_t token = (uintptr_t)arg;
     OPENSSL_STACK *original, *private_stack;
     X509 *first_cert, *cert;
-    SSL *ssl;
     uint64_t session = 0;
-    int idx, first_error, first_depth, error, depth, base, round, i;
+    int first_error, first_depth, error, depth, base, round, i;
     int ok = 0;
 
-    /* Fast path: a complete chain never reaches Python. */
-    if (F.X509_verify_cert(sctx) > 0)
-        return 1;
-
     first_error = F.X509_STORE_CTX_get_error(sctx);
-    if (!aia_missing_issuer(first_error))
-        goto failed; /* any other verdict stands exactly as OpenSSL gave it */
-
-    /* No fetch when nobody verifies, and never for client certificates on
-     * the server side (DESIGN.md invariant 3). */
-    idx = F.SSL_get_ex_data_X509_STORE_CTX_idx();
-    ssl = idx < 0 ? NULL : (SSL *)F.X509_STORE_CTX_get_ex_data(sctx, idx);
-    if (ssl == NULL || F.SSL_is_server(ssl) ||
-        F.SSL_get_verify_mode(ssl) == AIA_SSL_VERIFY_NONE)
-        goto failed;
-
     first_depth = F.X509_STORE_CTX_get_error_depth(sctx);
     first_cert = F.X509_STORE_CTX_get_current_cert(sctx);
     if (first_cert == NULL)
-        goto failed;
+        return 0;
 
     /* A private copy of the untrusted stack: the original is the session's
      * peer chain, and fetched certificates must not appear in it. */
@@ -318,7 +341,7 @@ static int aia_verify_callback(X509_STORE_CTX *sctx, void *arg)
     private_stack = original != NULL ? F.OPENSSL_sk_dup(original)
                                      : F.OPENSSL_sk_new_null();
     if (private_stack == NULL)
-        goto failed;
+        return 0;
     base = F.OPENSSL_sk_num(private_stack);
     F.X509_STORE_CTX_set0_untrusted(sctx, private_stack);
 
@@ -344,17 +367,23 @@ static int aia_verify_callback(X509_STORE_CTX *sctx, void *arg)
 
     if (!ok && aia_missing_issuer(F.X509_STORE_CTX_get_error(sctx))) {
         /* Still no path: the user sees the original verdict, not one about a
-         * certificate a third party handed us (DESIGN.md invariant 2).
-         * first_cert is the leaf or a served certificate, both still alive. */
+         * certificate a third party handed us.  first_cert is the leaf or a
+         * served certificate, both still alive. */
         F.X509_STORE_CTX_set_error(sctx, first_error);
         F.X509_STORE_CTX_set_error_depth(sctx, first_depth);
         F.X509_STORE_CTX_set_current_cert(sctx, first_cert);
     }
 
-    if (session != 0)
+    if (session != 0) {
         aia_ext_py_done(token, session, ssl, sctx, ok,
                         F.X509_STORE_CTX_get_error(sctx),
                         F.X509_STORE_CTX_get_error_depth(sctx));
+        /* Failure to record only costs the report, never the verdict. */
+        if (ssl != NULL)
+            (void)F.SSL_set_ex_data(ssl, aia_ssl_index, (void *)(uintptr_t)session);
+    }
+    if (session_out != NULL)
+        *session_out = session;
 
     /* Restore the peer's stack and drop our references to what we added;
      * the verified chain holds references of its own. */
@@ -362,14 +391,43 @@ static int aia_verify_callback(X509_STORE_CTX *sctx, void *arg)
     for (i = base; i < F.OPENSSL_sk_num(private_stack); i++)
         F.X509_free((X509 *)F.OPENSSL_sk_value(private_stack, i));
     F.OPENSSL_sk_free(private_stack);
-    if (ok)
-        return 1;
+    return ok;
+}
 
-failed:
-    /* Fail closed: never let libssl read "OK" next to a failure. */
+/* Fail closed: never let libssl read "OK" next to a failure. */
+static int aia_fail(X509_STORE_CTX *sctx)
+{
     if (F.X509_STORE_CTX_get_error(sctx) == AIA_X509_V_OK)
         F.X509_STORE_CTX_set_error(sctx, AIA_X509_V_ERR_UNSPECIFIED);
     return 0;
+}
+
+/*
+ * Called by libssl in place of X509_verify_cert (SSL_CTX_set_cert_verify_
+ * callback(3)).  libssl reads back the return value, X509_STORE_CTX_get_error
+ * and X509_STORE_CTX_get1_chain.
+ */
+static int aia_verify_callback(X509_STORE_CTX *sctx, void *arg)
+{
+    SSL *ssl;
+    int idx;
+
+    /* Fast path: a complete chain never reaches Python. */
+    if (F.X509_verify_cert(sctx) > 0)
+        return 1;
+    /* Any verdict other than a missing issuer stands exactly as given. */
+    if (!aia_missing_issuer(F.X509_STORE_CTX_get_error(sctx)))
+        return aia_fail(sctx);
+    /* No fetch when nobody verifies, and never for client certificates on
+     * the server side (DESIGN.md invariant 3). */
+    idx = F.SSL_get_ex_data_X509_STORE_CTX_idx();
+    ssl = idx < 0 ? NULL : (SSL *)F.X509_STORE_CTX_get_ex_data(sctx, idx);
+    if (ssl == NULL || F.SSL_is_server(ssl) ||
+        F.SSL_get_verify_mode(ssl) == AIA_SSL_VERIFY_NONE)
+        return aia_fail(sctx);
+    if (aia_chase(sctx, (uintptr_t)arg, ssl, NULL))
+        return 1;
+    return aia_fail(sctx);
 }
 
 /* ---- Helpers the Python callback calls while C waits on it ---- */
@@ -484,4 +542,148 @@ int aia_ext_install(void *pycontext, uintptr_t token)
 int aia_ext_uninstall(void *pycontext)
 {
     return aia_ext_uninstall_raw(aia_ssl_ctx_of(pycontext));
+}
+
+/* ---- Reports: which chase belongs to a connection ---- */
+
+/* CPython's PySSLSocket (the _ssl._SSLSocket behind SSLSocket._sslobj and
+ * SSLObject._sslobj) starts {PyObject_HEAD; PyObject *Socket; SSL *ssl; ...}
+ * (Modules/_ssl.c, 3.8 through 3.14).  The caller has type-checked it. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *socket;
+    SSL *ssl;
+} aia_PySSLSocketHead;
+
+uint64_t aia_ext_session_of(void *pysslsocket)
+{
+    SSL *ssl;
+    if (!aia_bound || pysslsocket == NULL)
+        return 0;
+    ssl = ((aia_PySSLSocketHead *)pysslsocket)->ssl;
+    if (ssl == NULL)
+        return 0;
+    return (uint64_t)(uintptr_t)F.SSL_get_ex_data(ssl, aia_ssl_index);
+}
+
+/* ---- Offline verification: the same chase, without a handshake ---- */
+
+typedef struct {
+    X509_STORE_CTX *sctx;
+    OPENSSL_STACK *untrusted; /* every served certificate, leaf first */
+} aia_offline;
+
+void aia_ext_offline_free(void *handle)
+{
+    aia_offline *off = (aia_offline *)handle;
+    int i;
+    if (off == NULL)
+        return;
+    if (off->sctx != NULL)
+        F.X509_STORE_CTX_free(off->sctx);
+    if (off->untrusted != NULL) {
+        for (i = 0; i < F.OPENSSL_sk_num(off->untrusted); i++)
+            F.X509_free((X509 *)F.OPENSSL_sk_value(off->untrusted, i));
+        F.OPENSSL_sk_free(off->untrusted);
+    }
+    free(off);
+}
+
+/*
+ * Prepare to verify a served chain (DER, leaf first) against the trust store
+ * and verify parameters of a CPython ssl.SSLContext, as libssl prepares a
+ * client's verification (ssl/ssl_cert.c, ssl_verify_cert_chain): the peer
+ * chain as the untrusted stack, "ssl_server" defaults, then the context's
+ * own parameters on top, and its security level as the auth level.
+ * `host` (may be NULL) is checked as a DNS name, or as an IP address when
+ * `host_is_ip`; `at` is the verification time when `has_time`.
+ */
+void *aia_ext_offline_new(void *pycontext, const unsigned char **ders, const size_t *lens,
+                          int n, const char *host, int host_is_ip, int64_t at, int has_time)
+{
+    SSL_CTX *ctx = aia_ssl_ctx_of(pycontext);
+    aia_offline *off;
+    X509_VERIFY_PARAM *param;
+    int i;
+
+    if (!aia_bound || ctx == NULL || ders == NULL || lens == NULL || n < 1 || n > 64)
+        return NULL;
+    off = (aia_offline *)calloc(1, sizeof(*off));
+    if (off == NULL)
+        return NULL;
+    off->untrusted = F.OPENSSL_sk_new_null();
+    if (off->untrusted == NULL)
+        goto fail;
+    for (i = 0; i < n; i++) {
+        const unsigned char *p = ders[i];
+        X509 *cert;
+        if (lens[i] == 0 || lens[i] > 0x7fffffff)
+            goto fail;
+        cert = F.d2i_X509(NULL, &p, (long)lens[i]);
+        if (cert == NULL)
+            goto fail;
+        if (p != ders[i] + lens[i] || F.OPENSSL_sk_push(off->untrusted, cert) <= 0) {
+            F.X509_free(cert);
+            goto fail;
+        }
+    }
+    off->sctx = F.X509_STORE_CTX_new();
+    if (off->sctx == NULL ||
+        !F.X509_STORE_CTX_init(off->sctx, F.SSL_CTX_get_cert_store(ctx),
+                               (X509 *)F.OPENSSL_sk_value(off->untrusted, 0),
+                               off->untrusted) ||
+        !F.X509_STORE_CTX_set_default(off->sctx, "ssl_server"))
+        goto fail;
+    param = F.X509_STORE_CTX_get0_param(off->sctx);
+    if (param == NULL || !F.X509_VERIFY_PARAM_set1(param, F.SSL_CTX_get0_param(ctx)))
+        goto fail;
+    F.X509_VERIFY_PARAM_set_auth_level(param, F.SSL_CTX_get_security_level(ctx));
+    if (host != NULL && host[0] != '\0') {
+        if (host_is_ip ? !F.X509_VERIFY_PARAM_set1_ip_asc(param, host)
+                       : !F.X509_VERIFY_PARAM_set1_host(param, host, 0))
+            goto fail;
+    }
+    if (has_time)
+        F.X509_VERIFY_PARAM_set_time(param, (time_t)at);
+    return off;
+fail:
+    aia_ext_offline_free(off);
+    return NULL;
+}
+
+int aia_ext_offline_verify(void *handle, uintptr_t token, uint64_t *session_out)
+{
+    aia_offline *off = (aia_offline *)handle;
+    if (session_out != NULL)
+        *session_out = 0;
+    if (!aia_bound || off == NULL || off->sctx == NULL)
+        return 0;
+    if (F.X509_verify_cert(off->sctx) > 0)
+        return 1;
+    if (aia_missing_issuer(F.X509_STORE_CTX_get_error(off->sctx)) &&
+        aia_chase(off->sctx, token, NULL, session_out))
+        return 1;
+    return aia_fail(off->sctx);
+}
+
+int aia_ext_offline_error(void *handle, int *depth)
+{
+    aia_offline *off = (aia_offline *)handle;
+    if (!aia_bound || off == NULL || off->sctx == NULL)
+        return -1;
+    if (depth != NULL)
+        *depth = F.X509_STORE_CTX_get_error_depth(off->sctx);
+    return F.X509_STORE_CTX_get_error(off->sctx);
+}
+
+void *aia_ext_offline_store_ctx(void *handle)
+{
+    aia_offline *off = (aia_offline *)handle;
+    return off != NULL ? (void *)off->sctx : NULL;
+}
+
+const char *aia_ext_verify_error_string(long code)
+{
+    const char *text = aia_bound ? F.X509_verify_cert_error_string(code) : NULL;
+    return text != NULL ? text : "unknown verify error";
 }

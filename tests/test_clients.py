@@ -92,7 +92,7 @@ def test_asyncio_streams(leaf_only, ctx, aia):
         reader, writer = await asyncio.open_connection(
             "127.0.0.1", srv.port, ssl=ctx, server_hostname="localhost"
         )
-        writer.write(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        writer.write(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         await writer.drain()
         data = await reader.read()
         writer.close()

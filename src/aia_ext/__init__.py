@@ -15,22 +15,58 @@ then runs again, exactly as strict as before.
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._private.context import create_default_context, disable, enable, is_enabled
 from ._private.errors import AIAError, FetchError, UnsupportedPlatformError
 from ._private.options import Options
 from ._version import __version__
 
+if TYPE_CHECKING:
+    from ._private.diagnose import CertificateInfo, Diagnosis, DiagnosisError, diagnose
+    from ._private.report import FailedURL, FetchedCertificate, Report, report
+
+# Reports and diagnosis are imported on first use (PEP 562): they pull in
+# dataclasses, sockets and cryptography, which the handshake path never needs.
+_LAZY = {
+    "CertificateInfo": "diagnose", "Diagnosis": "diagnose", "DiagnosisError": "diagnose",
+    "diagnose": "diagnose", "FailedURL": "report", "FetchedCertificate": "report",
+    "Report": "report", "report": "report",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'aia_ext' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"aia_ext._private.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 __all__ = [
     "AIAError",
+    "CertificateInfo",
+    "Diagnosis",
+    "DiagnosisError",
+    "FailedURL",
     "FetchError",
+    "FetchedCertificate",
     "Options",
+    "Report",
     "UnsupportedPlatformError",
     "__version__",
     "clear_cache",
     "create_default_context",
+    "diagnose",
     "disable",
     "enable",
     "is_enabled",
+    "report",
 ]
 
 

@@ -1,8 +1,7 @@
-"""Command line: ``python -m aia_ext`` / ``aia-ext``."""
+"""``python -m aia_ext`` and the ``aia-ext`` console script."""
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 
@@ -10,22 +9,10 @@ __all__ = ["main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="aia-ext",
-        description="Complete incomplete TLS certificate chains via AIA caIssuers.",
-    )
-    from ._version import __version__
+    """Run the command line; returns the exit code."""
+    from ._private.cli import main as run
 
-    parser.add_argument("--version", action="version", version=f"aia_ext {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    commands.add_parser("demo", help="show an incomplete chain failing, then completed (local)")
-    args = parser.parse_args(argv)
-    if args.command == "demo":
-        from ._private.demo import run_demo
-
-        return run_demo(sys.stdout)
-    parser.print_help()
-    return 2
+    return run(argv)
 
 
 if __name__ == "__main__":

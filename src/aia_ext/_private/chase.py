@@ -15,6 +15,7 @@ import logging
 import os
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
@@ -51,6 +52,19 @@ class Attempt:
     added: int = 0
 
 
+@dataclass(frozen=True)
+class Added:
+    """A certificate handed to OpenSSL as untrusted chain material."""
+
+    subject: str
+    issuer: str
+    url: str
+    source: str  # "network" / "memory cache"
+    nbytes: int
+    elapsed_ms: float
+    der: bytes
+
+
 @dataclass
 class Session:
     """State of one verification that needed AIA."""
@@ -62,6 +76,7 @@ class Session:
     fetches: int = 0
     tried: set[str] = field(default_factory=set)
     attempts: list[Attempt] = field(default_factory=list)
+    added: list[Added] = field(default_factory=list)
     # Where the time went: network, parsing, and OpenSSL re-verifying after
     # each answer (measured from one answer to the next call or the end).
     fetch_ms: float = 0.0
@@ -233,11 +248,15 @@ def _missing(session: Session, der: bytes, depth: int, error: int, add: AddUntru
         if not candidates:
             attempt.outcome = "no certificate issued the child (subject mismatch)"
             continue
-        for cert in candidates:
-            from cryptography.hazmat.primitives.serialization import Encoding
+        from cryptography.hazmat.primitives.serialization import Encoding
 
-            if add(cert.public_bytes(Encoding.DER)) > 0:
+        for cert in candidates:
+            cert_der = cert.public_bytes(Encoding.DER)
+            if add(cert_der) > 0:
                 attempt.added += 1
+                session.added.append(Added(
+                    _subject(cert), cert.issuer.rfc4514_string(), url, source,
+                    entry.nbytes, attempt.elapsed_ms, cert_der))
         if attempt.added:
             return attempt.added
         attempt.outcome = "nothing new (certificates already in the chain)"
@@ -285,6 +304,10 @@ def done(session_id: int, ok: bool, error: int, depth: int) -> Session | None:
     else:
         log.debug("verification %d: nothing to fetch: %s", session.id,
                   "; ".join(_describe(a) for a in session.attempts))
+    with _sessions_lock:
+        _finished[session.id] = session
+        while len(_finished) > MAX_FINISHED:
+            _finished.popitem(last=False)
     for observer in tuple(observers):
         observer(session)
     return session
@@ -292,3 +315,12 @@ def done(session_id: int, ok: bool, error: int, depth: int) -> Session | None:
 
 #: Called with every finished Session (for reports and benchmarks).
 observers: list[Callable[[Session], None]] = []
+#: Finished sessions kept for aia_ext.report(); the oldest are dropped first.
+MAX_FINISHED = 1024
+_finished: OrderedDict[int, Session] = OrderedDict()
+
+
+def finished(session_id: int) -> Session | None:
+    """A finished session, if it is still among the most recent MAX_FINISHED."""
+    with _sessions_lock:
+        return _finished.get(session_id)

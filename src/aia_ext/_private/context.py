@@ -62,6 +62,12 @@ def disable(context: ssl.SSLContext) -> ssl.SSLContext:
     return context
 
 
+def token_of(context: ssl.SSLContext) -> int:
+    """The callback token of an enabled context (0 if it is not enabled)."""
+    with _lock:
+        return _tokens.get(context, 0)
+
+
 def is_enabled(context: ssl.SSLContext) -> bool:
     """Whether ``enable()`` is in force on ``context``."""
     _require_context(context)

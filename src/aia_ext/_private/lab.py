@@ -159,7 +159,7 @@ class _AIAHandler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         owner = self.server.owner
-        path = self.path.split("?", 1)[0]
+        path = _route_key(self.path.split("?", 1)[0])
         owner._record(path, self)
         route = owner.routes.get(path)
         if route is None:
@@ -179,6 +179,13 @@ class _AIAHandler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # the request log lives in AIAServer.requests
+
+
+def _route_key(target: str) -> str:
+    # An absolute URL with an empty path means "/" (RFC 9110 section 4.2.3).
+    if "://" in target and target.count("/") == 2:
+        return target + "/"
+    return target
 
 
 class _AIAHTTPServer(http.server.ThreadingHTTPServer):
@@ -229,9 +236,13 @@ class AIAServer:
         return f"{self.scheme}://127.0.0.1:{self.port}{path}"
 
     def serve(self, path: str, body: bytes, **kwargs: Any) -> str:
-        """Serve ``body`` at ``path``; returns the full URL."""
-        self.routes[path] = Route(body, **kwargs)
-        return self.url(path)
+        """Serve ``body`` at ``path``; returns the full URL.
+
+        ``path`` may also be an absolute http URL: the server then answers it
+        as a forward proxy would (clients send the absolute form to a proxy).
+        """
+        self.routes[_route_key(path)] = Route(body, **kwargs)
+        return self.url(path) if path.startswith("/") else path
 
     def _record(self, path: str, handler: http.server.BaseHTTPRequestHandler) -> None:
         with self._lock:
@@ -254,7 +265,8 @@ class AIAServer:
 class TLSServer:
     """A TLS server on 127.0.0.1 that serves a given chain and answers HTTP.
 
-    Each connection: handshake, read one request head, reply "200 ok", close.
+    Each connection: handshake, then answer every request head with "200 ok"
+    (keep-alive) until the client closes or sends "Connection: close".
     ``chain`` is what the server sends: the leaf first, then whatever
     intermediates it is configured with (none, for the incomplete-chain case).
     """
@@ -320,15 +332,23 @@ class TLSServer:
             return
         self._count("ok")
         try:
-            head = b""
-            while b"\r\n\r\n" not in head and len(head) < 65536:
-                data = tls.recv(4096)
-                if not data:
-                    break
-                head += data
-            if head:
+            # HTTP/1.1 keep-alive, as real servers do, until the client closes
+            # or asks to ("Connection: close").
+            buffered = b""
+            while True:
+                while b"\r\n\r\n" not in buffered and len(buffered) < 65536:
+                    data = tls.recv(4096)
+                    if not data:
+                        return
+                    buffered += data
+                head, _, buffered = buffered.partition(b"\r\n\r\n")
+                closing = b"connection: close" in head.lower()
                 tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
-                            b"Content-Length: 3\r\nConnection: close\r\n\r\nok\n")
+                            b"Content-Length: 3\r\n"
+                            + (b"Connection: close\r\n" if closing else b"")
+                            + b"\r\nok\n")
+                if closing:
+                    return
         except (OSError, ssl.SSLError):
             pass
         finally:

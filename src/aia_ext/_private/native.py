@@ -8,6 +8,7 @@ touching freed memory.
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import logging
 import os
@@ -40,7 +41,8 @@ _ADVICE = (
 
 def _load() -> Any:
     try:
-        from .. import _native  # type: ignore[attr-defined]
+        # The compiled cffi module; untyped, hence Any.
+        _native: Any = importlib.import_module("aia_ext._native")
     except ImportError as exc:
         raise UnsupportedPlatformError(
             f"the aia_ext._native extension cannot be imported ({exc}); reinstall "
@@ -88,6 +90,22 @@ def bind() -> Any:
                 _bind_error = exc
                 raise
     return _bound
+
+
+def lib() -> Any:
+    """The bound cffi ``lib`` (binds on first use)."""
+    return bind().lib
+
+
+def ffi() -> Any:
+    """The cffi ``ffi`` of the bound module."""
+    return bind().ffi
+
+
+def session_of(sslobj: object) -> int:
+    """The chase session id stored on an ``_ssl._SSLSocket``'s SSL, or 0."""
+    module = bind()
+    return int(module.lib.aia_ext_session_of(module.ffi.cast("void *", id(sslobj))))
 
 
 def openssl_library_path(lib: Any = None, ffi: Any = None) -> str:
