@@ -81,6 +81,7 @@ typedef struct X509_VERIFY_PARAM_st X509_VERIFY_PARAM;
     X(int, i2d_X509, (const X509 *, unsigned char **))                            \
     X(X509 *, d2i_X509, (X509 **, const unsigned char **, long))                  \
     X(void, X509_free, (X509 *))                                                  \
+    X(int, X509_up_ref, (X509 *))                                                 \
     X(int, X509_cmp, (const X509 *, const X509 *))                                \
     X(OPENSSL_STACK *, OPENSSL_sk_new_null, (void))                               \
     X(OPENSSL_STACK *, OPENSSL_sk_dup, (const OPENSSL_STACK *))                   \
@@ -432,15 +433,34 @@ static int aia_verify_callback(X509_STORE_CTX *sctx, void *arg)
 
 /* ---- Helpers the Python callback calls while C waits on it ---- */
 
-int aia_ext_add_untrusted(void *store_ctx, const unsigned char *der, size_t len)
+void *aia_ext_x509_new(const unsigned char *der, size_t len)
+{
+    const unsigned char *p = der;
+    X509 *cert;
+    if (!aia_bound || der == NULL || len == 0 || len > 0x7fffffff)
+        return NULL;
+    cert = F.d2i_X509(NULL, &p, (long)len);
+    if (cert != NULL && p != der + len) { /* trailing bytes: not one certificate */
+        F.X509_free(cert);
+        return NULL;
+    }
+    return cert;
+}
+
+void aia_ext_x509_free(void *cert)
+{
+    if (aia_bound && cert != NULL)
+        F.X509_free((X509 *)cert);
+}
+
+int aia_ext_add_untrusted(void *store_ctx, void *certificate)
 {
     X509_STORE_CTX *sctx = (X509_STORE_CTX *)store_ctx;
-    const unsigned char *p = der;
+    X509 *cert = (X509 *)certificate, *leaf;
     OPENSSL_STACK *stack;
-    X509 *cert, *leaf;
     int i, n;
 
-    if (!aia_bound || sctx == NULL || der == NULL || len == 0 || len > 0x7fffffff)
+    if (!aia_bound || sctx == NULL || cert == NULL)
         return -1;
     stack = F.X509_STORE_CTX_get0_untrusted(sctx);
     if (stack == NULL)
@@ -448,30 +468,22 @@ int aia_ext_add_untrusted(void *store_ctx, const unsigned char *der, size_t len)
     n = F.OPENSSL_sk_num(stack);
     if (n < 0 || n >= AIA_MAX_ADDED + 64)
         return -1;
-    cert = F.d2i_X509(NULL, &p, (long)len);
-    if (cert == NULL)
-        return -1;
-    if (p != der + len) { /* trailing bytes: not one DER certificate */
-        F.X509_free(cert);
-        return -1;
-    }
     /* A certificate already in hand is no progress (cuts A->B->A loops). */
     leaf = F.X509_STORE_CTX_get0_cert(sctx);
-    if (leaf != NULL && F.X509_cmp(leaf, cert) == 0) {
-        F.X509_free(cert);
+    if (leaf != NULL && F.X509_cmp(leaf, cert) == 0)
         return 0;
-    }
     for (i = 0; i < n; i++) {
-        if (F.X509_cmp((X509 *)F.OPENSSL_sk_value(stack, i), cert) == 0) {
-            F.X509_free(cert);
+        if (F.X509_cmp((X509 *)F.OPENSSL_sk_value(stack, i), cert) == 0)
             return 0;
-        }
     }
+    /* The stack gets a reference of its own, dropped by the callback. */
+    if (!F.X509_up_ref(cert))
+        return -1;
     if (F.OPENSSL_sk_push(stack, cert) <= 0) {
         F.X509_free(cert);
         return -1;
     }
-    return 1; /* the stack owns the reference now; freed by the callback */
+    return 1;
 }
 
 int aia_ext_chain_der(void *store_ctx, int index, unsigned char *out, int outlen)

@@ -20,7 +20,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
     from cryptography.x509 import Certificate
@@ -48,6 +48,9 @@ class CacheEntry:
     parse_ms: float = 0.0
     expires_at: float = field(default=0.0, compare=False)  # time.monotonic()
     shareable: bool = True  # False: valid only under the policy that produced it
+    #: What the chase derived from ``certificates`` for a given child issuer
+    #: (so a warm hit does no name matching or encoding); filled lazily.
+    derived: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 def success_expiry(certificates: tuple[Certificate, ...]) -> float:

@@ -10,6 +10,7 @@ re-runs OpenSSL's verification, which alone decides (DESIGN.md invariant 1).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import os
@@ -151,6 +152,22 @@ def _issuer_candidates(child: Certificate, certs: tuple[Certificate, ...]) -> li
     return chosen
 
 
+def _candidates_for(child: Certificate, entry: CacheEntry) -> tuple[tuple[bytes, str, str], ...]:
+    """(DER, subject, issuer) of ``entry``'s certificates that can extend ``child``.
+
+    Memoized on the cache entry, keyed by the child's issuer name: a warm
+    hit then costs a dictionary lookup instead of name matching and encoding.
+    """
+    derived = entry.derived.get(child.issuer)
+    if derived is None:
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        derived = tuple((c.public_bytes(Encoding.DER), _subject(c), c.issuer.rfc4514_string())
+                        for c in _issuer_candidates(child, entry.certificates))
+        entry.derived[child.issuer] = derived
+    return derived
+
+
 def _network_entry(url: str, options: Options, deadline_at: float) -> CacheEntry:
     started = time.monotonic()
     try:
@@ -203,19 +220,29 @@ def _account_reverify(session: Session) -> None:
         session.answered_at = None
 
 
-def _missing(session: Session, der: bytes, depth: int, error: int, add: AddUntrusted) -> int:
+@functools.lru_cache(maxsize=256)
+def _child(der: bytes) -> tuple[Certificate, str, tuple[str, ...]]:
+    """The parsed certificate, its subject and caIssuers URLs, parsed once.
+
+    The same leaf comes back on every connection to a server; this keeps the
+    warm-cache path to a dictionary lookup (see benchmarks: warm_incomplete).
+    Raises what cryptography raises for a certificate it cannot read.
+    """
     from cryptography import x509
 
+    child = x509.load_der_x509_certificate(der)
+    return child, _subject(child), tuple(ca_issuer_urls(child))
+
+
+def _missing(session: Session, der: bytes, depth: int, error: int, add: AddUntrusted) -> int:
     try:
-        child = x509.load_der_x509_certificate(der)
+        child, subject, urls = _child(der)
     except Exception as exc:  # noqa: BLE001
         # OpenSSL accepted it, but cryptography's stricter parser may not:
         # without its AIA there is nothing to fetch (fail closed, quietly).
         session.attempts.append(Attempt("", f"certificate at depth {depth}",
                                         f"unreadable by cryptography ({exc})"))
         return 0
-    subject = _subject(child)
-    urls = ca_issuer_urls(child)
     log.debug("verification %d: issuer of %s (depth %d, error %d) missing; %d caIssuers URL(s)",
               session.id, subject, depth, error, len(urls))
     if not urls:
@@ -244,19 +271,15 @@ def _missing(session: Session, der: bytes, depth: int, error: int, add: AddUntru
             session.parse_ms += entry.parse_ms
         if entry.error is not None:
             continue
-        candidates = _issuer_candidates(child, entry.certificates)
+        candidates = _candidates_for(child, entry)
         if not candidates:
             attempt.outcome = "no certificate issued the child (subject mismatch)"
             continue
-        from cryptography.hazmat.primitives.serialization import Encoding
-
-        for cert in candidates:
-            cert_der = cert.public_bytes(Encoding.DER)
+        for cert_der, cert_subject, cert_issuer in candidates:
             if add(cert_der) > 0:
                 attempt.added += 1
-                session.added.append(Added(
-                    _subject(cert), cert.issuer.rfc4514_string(), url, source,
-                    entry.nbytes, attempt.elapsed_ms, cert_der))
+                session.added.append(Added(cert_subject, cert_issuer, url, source,
+                                           entry.nbytes, attempt.elapsed_ms, cert_der))
         if attempt.added:
             return attempt.added
         attempt.outcome = "nothing new (certificates already in the chain)"

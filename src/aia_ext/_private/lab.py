@@ -324,6 +324,10 @@ class TLSServer:
 
     def _serve_one(self, conn: socket.socket) -> None:
         conn.settimeout(30)
+        # As real servers do: without it, the TLS 1.3 session tickets sent
+        # after the handshake and the HTTP response meet Nagle's algorithm and
+        # the client's delayed ACK, adding ~40 ms to every first request.
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             tls = self.context.wrap_socket(conn, server_side=True)
         except (OSError, ssl.SSLError):

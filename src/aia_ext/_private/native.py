@@ -15,6 +15,7 @@ import os
 import ssl
 import sys
 import threading
+from collections import OrderedDict
 from types import TracebackType
 from typing import Any
 
@@ -148,6 +149,40 @@ def forget(token: int) -> None:
     _options_by_token.pop(token, None)
 
 
+#: DER -> parsed X509 (cffi pointer freed with aia_ext_x509_free), most
+#: recently used last.  Fetched issuers recur across handshakes; parsing each
+#: once saves OpenSSL 3.0's slow d2i_X509 on every warm-cache handshake.
+_MAX_PARSED = 256
+_parsed_x509: OrderedDict[bytes, Any] = OrderedDict()
+_parsed_lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    global _parsed_lock
+    _parsed_lock = threading.Lock()  # another thread may have held it at fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _parsed(ffi: Any, lib: Any, der: bytes) -> Any | None:
+    with _parsed_lock:
+        x509 = _parsed_x509.get(der)
+        if x509 is not None:
+            _parsed_x509.move_to_end(der)
+            return x509
+    x509 = lib.aia_ext_x509_new(der, len(der))
+    if x509 == ffi.NULL:
+        return None
+    x509 = ffi.gc(x509, lib.aia_ext_x509_free)
+    with _parsed_lock:
+        _parsed_x509[der] = x509
+        while len(_parsed_x509) > _MAX_PARSED:
+            _parsed_x509.popitem(last=False)
+    return x509
+
+
 def _callback_error(
     exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None
 ) -> None:
@@ -169,7 +204,8 @@ def _define_callbacks(ffi: Any, lib: Any) -> None:
 
         session, session_ptr[0] = chase.session_for(session_ptr[0], options)
         def add(cert_der: bytes) -> int:
-            return int(lib.aia_ext_add_untrusted(store_ctx, cert_der, len(cert_der)))
+            x509 = _parsed(ffi, lib, cert_der)
+            return -1 if x509 is None else int(lib.aia_ext_add_untrusted(store_ctx, x509))
 
         return chase.missing(session, bytes(ffi.buffer(der, der_len)), depth, error, add)
 

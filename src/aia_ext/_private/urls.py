@@ -53,7 +53,9 @@ def url_refusal(url: str, options: Options) -> str | None:
     """Why ``url`` must not be fetched under ``options``, or None if it may be."""
     if len(url) > MAX_URL_LENGTH:
         return "refused by policy: URL too long"
-    if not url.isascii() or any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
+    # Printable ASCII without spaces: no control characters (header
+    # injection), no whitespace, no IRIs.  isprintable() rejects DEL too.
+    if not (url.isascii() and url.isprintable()) or " " in url:
         return "refused by policy: malformed URL"
     try:
         parts = urlsplit(url)
