@@ -148,6 +148,7 @@ def cold_first_request(servers: Servers, settings: Settings) -> Result:
 
 
 def _in_process(tool: str, url: str, root: str) -> float:
+    """Milliseconds from import to first verified response, in a fresh process."""
     env = dict(os.environ, SSL_CERT_FILE=root)
     env.pop("SSL_CERT_DIR", None)
     out = subprocess.run([sys.executable, os.path.join(HERE, "competitors.py"), tool, url],
@@ -162,7 +163,7 @@ def _in_process(tool: str, url: str, root: str) -> float:
 
 def _versus(name: str, module: str, tool: str, servers: Servers, settings: Settings,
             server: str) -> Result:
-    what = f"time to first verified response, cold: {tool} / aia_ext"
+    what = f"cold process, import + first verified response: {tool} / aia_ext"
     if importlib.util.find_spec(module) is None:
         return Result(name, what, None, "x", "> 1",
                       skipped=f"{tool} is not installed (pip install -r "

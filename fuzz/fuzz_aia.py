@@ -1,8 +1,9 @@
-"""atheris harness: certificate DER -> caIssuers URLs -> URL policy.
+"""atheris harness: certificate DER -> der.parse_certificate -> URL policy.
 
-A certificate cryptography refuses to load is uninteresting; once loaded,
-extracting its caIssuers URLs and judging each under the default and a strict
-policy must never raise.
+der.py reads the fields AIA chasing needs from attacker-supplied certificates.
+Any outcome other than a ParsedCertificate or a DERError is a finding; every
+caIssuers URL it yields must then be judged by the URL policy without raising,
+and every name must print.
 
     python fuzz/fuzz_aia.py fuzz/corpus/aia -max_total_time=600
 """
@@ -14,10 +15,9 @@ import sys
 import atheris
 
 with atheris.instrument_imports(include=["aia_ext"]):
-    from cryptography import x509
-
+    from aia_ext._private.der import DERError, name_to_string, names_match, parse_certificate
     from aia_ext._private.options import Options
-    from aia_ext._private.urls import address_refusal, ca_issuer_urls, url_refusal
+    from aia_ext._private.urls import address_refusal, url_refusal
 
 STRICT = Options(allow_private=False, url_filter=lambda url: url.startswith("http://pki."))
 PERMISSIVE = Options(allow_https=True)
@@ -25,14 +25,17 @@ PERMISSIVE = Options(allow_https=True)
 
 def test_one_input(data: bytes) -> None:
     try:
-        cert = x509.load_der_x509_certificate(data)
-    except Exception:  # noqa: BLE001 - not a certificate cryptography loads: not our input
+        cert = parse_certificate(data)
+    except DERError:
         return
-    for url in ca_issuer_urls(cert):
+    assert isinstance(name_to_string(cert.subject), str)
+    assert isinstance(name_to_string(cert.issuer), str)
+    names_match(cert.subject, cert.issuer)
+    for url in cert.ca_issuers:
         for options in (Options(), STRICT, PERMISSIVE):
             verdict = url_refusal(url, options)
             assert verdict is None or verdict.startswith("refused by policy"), verdict
-    # The address check takes attacker-chosen text too (from getaddrinfo).
+    # The address check takes text from getaddrinfo; feed it arbitrary text too.
     address_refusal(data[:64].decode("latin-1"), allow_private=False)
 
 

@@ -1,4 +1,4 @@
-"""atheris harness: AIA response bodies -> parse_certificates().
+"""atheris harness: AIA response bodies -> parse_certificates() (PEM, DER, BER PKCS#7).
 
 Any outcome other than a list of 1..MAX_CERTIFICATES certificates or a
 FetchError("parse error") is a finding (an uncaught exception, a hang, a crash).

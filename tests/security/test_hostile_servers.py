@@ -109,7 +109,7 @@ HANDLERS = {  # case: handler(handler, intermediate)
 }
 # The reason the WARNING line gives for each case.
 REASONS = {
-    "pkcs7-1000-junk-certificates": "(parse error: no certificate in the response)",
+    "pkcs7-1000-junk-certificates": "(parse error: malformed PKCS#7: too many elements)",
     "pem-then-megabytes-of-junk": "(too large: Content-Length",
     "empty-body": "(parse error: no certificate in the response)",
     "html-error-page": "(parse error: no certificate in the response)",

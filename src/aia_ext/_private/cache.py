@@ -13,7 +13,6 @@ refusals are never cached: they depend on the asking context's options.
 
 from __future__ import annotations
 
-import datetime
 import logging
 import os
 import threading
@@ -23,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
-    from cryptography.x509 import Certificate
+    from .der import ParsedCertificate
 
 __all__ = ["CacheEntry", "MemoryCache", "cache"]
 
@@ -41,7 +40,7 @@ class CacheEntry:
     """What one URL gave: certificates, or the reason it gave none."""
 
     url: str
-    certificates: tuple[Certificate, ...] = ()
+    certificates: tuple[ParsedCertificate, ...] = ()
     error: str | None = None
     nbytes: int = 0
     fetch_ms: float = 0.0  # network time, redirects included
@@ -53,19 +52,10 @@ class CacheEntry:
     derived: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
-def success_expiry(certificates: tuple[Certificate, ...]) -> float:
+def success_expiry(certificates: tuple[ParsedCertificate, ...]) -> float:
     """Monotonic expiry of a success: the earliest notAfter, or a TTL if past."""
-    now = datetime.datetime.now(datetime.timezone.utc)
-    earliest = min(_not_after(c) for c in certificates)
-    seconds = (earliest - now).total_seconds()
+    seconds = min(c.not_after for c in certificates) - time.time()
     return time.monotonic() + max(seconds, NEGATIVE_TTL)
-
-
-def _not_after(cert: Certificate) -> datetime.datetime:
-    value = getattr(cert, "not_valid_after_utc", None)  # cryptography >= 42
-    if value is None:  # pragma: no cover - older cryptography
-        value = cert.not_valid_after.replace(tzinfo=datetime.timezone.utc)
-    return value
 
 
 class _Flight:

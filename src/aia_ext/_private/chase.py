@@ -21,14 +21,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
 from .cache import NEGATIVE_TTL, CacheEntry, cache, success_expiry
+from .der import ParsedCertificate, names_match, parse_certificate
 from .errors import FetchError
 from .fetch import fetch_url
 from .parse import parse_certificates
-from .urls import ca_issuer_urls, url_refusal
+from .urls import url_refusal
 
 if TYPE_CHECKING:
-    from cryptography.x509 import Certificate
-
     from .options import Options
 
 __all__ = ["Attempt", "Session", "done", "missing"]
@@ -125,11 +124,8 @@ def session_for(session_id: int, options: Options) -> tuple[Session, int]:
     return session, session.id
 
 
-def _subject(cert: Certificate) -> str:
-    return cert.subject.rfc4514_string() or "(empty subject)"
-
-
-def _issuer_candidates(child: Certificate, certs: tuple[Certificate, ...]) -> list[Certificate]:
+def _issuer_candidates(child: ParsedCertificate,
+                       certs: tuple[ParsedCertificate, ...]) -> list[ParsedCertificate]:
     """The certificates that can extend ``child`` upwards, by name.
 
     OpenSSL only ever considers a certificate whose subject equals the child's
@@ -137,32 +133,31 @@ def _issuer_candidates(child: Certificate, certs: tuple[Certificate, ...]) -> li
     at best and junk at worst.  A bundle holding the issuer's issuer too (a
     two-certificate PKCS#7) is followed up as far as names connect.
     """
-    chosen: list[Certificate] = []
+    chosen: list[ParsedCertificate] = []
     wanted = child.issuer
     pool = list(certs)
     while pool:
-        matches = [c for c in pool if c.subject == wanted]
+        matches = [c for c in pool if names_match(c.subject, wanted)]
         if not matches:
             break
         chosen.extend(matches)
-        pool = [c for c in pool if c.subject != wanted]
-        if matches[0].issuer == matches[0].subject:
+        pool = [c for c in pool if c not in matches]
+        if names_match(matches[0].issuer, matches[0].subject):
             break
         wanted = matches[0].issuer
     return chosen
 
 
-def _candidates_for(child: Certificate, entry: CacheEntry) -> tuple[tuple[bytes, str, str], ...]:
+def _candidates_for(child: ParsedCertificate,
+                    entry: CacheEntry) -> tuple[tuple[bytes, str, str], ...]:
     """(DER, subject, issuer) of ``entry``'s certificates that can extend ``child``.
 
     Memoized on the cache entry, keyed by the child's issuer name: a warm
-    hit then costs a dictionary lookup instead of name matching and encoding.
+    hit then costs a dictionary lookup instead of name matching.
     """
-    derived = entry.derived.get(child.issuer)
+    derived: tuple[tuple[bytes, str, str], ...] | None = entry.derived.get(child.issuer)
     if derived is None:
-        from cryptography.hazmat.primitives.serialization import Encoding
-
-        derived = tuple((c.public_bytes(Encoding.DER), _subject(c), c.issuer.rfc4514_string())
+        derived = tuple((c.der, c.subject_text, c.issuer_text)
                         for c in _issuer_candidates(child, entry.certificates))
         entry.derived[child.issuer] = derived
     return derived
@@ -221,28 +216,24 @@ def _account_reverify(session: Session) -> None:
 
 
 @functools.lru_cache(maxsize=256)
-def _child(der: bytes) -> tuple[Certificate, str, tuple[str, ...]]:
-    """The parsed certificate, its subject and caIssuers URLs, parsed once.
+def _child(der: bytes) -> tuple[ParsedCertificate, str]:
+    """The certificate's fields and subject text, read once per certificate.
 
     The same leaf comes back on every connection to a server; this keeps the
     warm-cache path to a dictionary lookup (see benchmarks: warm_incomplete).
-    Raises what cryptography raises for a certificate it cannot read.
     """
-    from cryptography import x509
-
-    child = x509.load_der_x509_certificate(der)
-    return child, _subject(child), tuple(ca_issuer_urls(child))
+    child = parse_certificate(der)
+    return child, child.subject_text or "(empty subject)"
 
 
 def _missing(session: Session, der: bytes, depth: int, error: int, add: AddUntrusted) -> int:
     try:
-        child, subject, urls = _child(der)
-    except Exception as exc:  # noqa: BLE001
-        # OpenSSL accepted it, but cryptography's stricter parser may not:
-        # without its AIA there is nothing to fetch (fail closed, quietly).
+        child, subject = _child(der)
+    except ValueError as exc:  # DERError: OpenSSL read it, der.py cannot
         session.attempts.append(Attempt("", f"certificate at depth {depth}",
-                                        f"unreadable by cryptography ({exc})"))
+                                        f"unreadable certificate ({exc})"))
         return 0
+    urls = child.ca_issuers
     log.debug("verification %d: issuer of %s (depth %d, error %d) missing; %d caIssuers URL(s)",
               session.id, subject, depth, error, len(urls))
     if not urls:

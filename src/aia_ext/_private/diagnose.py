@@ -84,18 +84,25 @@ def _info(cert: Certificate) -> CertificateInfo:
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.serialization import Encoding
 
-    from .cache import _not_after
-    from .urls import ca_issuer_urls
+    from .der import DERError, parse_certificate
 
-    not_before = getattr(cert, "not_valid_before_utc", None)
-    if not_before is None:  # pragma: no cover - cryptography < 42
-        not_before = cert.not_valid_before.replace(tzinfo=datetime.timezone.utc)
+    der = cert.public_bytes(Encoding.DER)
+    try:
+        urls = parse_certificate(der).ca_issuers
+    except DERError:
+        urls = ()
     return CertificateInfo(
         cert.subject.rfc4514_string(), cert.issuer.rfc4514_string(),
-        not_before.isoformat(), _not_after(cert).isoformat(),
-        cert.fingerprint(hashes.SHA256()).hex(), tuple(ca_issuer_urls(cert)),
-        cert.public_bytes(Encoding.DER),
+        _utc(cert, "not_valid_before"), _utc(cert, "not_valid_after"),
+        cert.fingerprint(hashes.SHA256()).hex(), urls, der,
     )
+
+
+def _utc(cert: Certificate, field: str) -> str:
+    value = getattr(cert, f"{field}_utc", None)  # cryptography >= 42
+    if value is None:  # pragma: no cover - older cryptography
+        value = getattr(cert, field).replace(tzinfo=datetime.timezone.utc)
+    return str(value.isoformat())
 
 
 def _infos(ders: list[bytes]) -> tuple[CertificateInfo, ...]:
@@ -122,20 +129,16 @@ def _infos(ders: list[bytes]) -> tuple[CertificateInfo, ...]:
 
 
 def _certificates_from_data(data: bytes, source: str) -> list[bytes]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives.serialization import Encoding
-
     from .errors import FetchError
     from .parse import parse_certificates
 
+    begin = data.find(b"-----BEGIN")
+    if begin > 0:  # text before the PEM, as `openssl x509 -text` writes it
+        data = data[begin:]
     try:
-        if data.lstrip().startswith(b"-----BEGIN"):
-            certs = x509.load_pem_x509_certificates(data)
-        else:
-            certs = parse_certificates(data)  # DER certificate or PKCS#7
-    except (ValueError, FetchError) as exc:
-        raise DiagnosisError(f"{source} holds no readable certificate ({exc})") from None
-    return [c.public_bytes(Encoding.DER) for c in certs]
+        return [c.der for c in parse_certificates(data)]  # PEM, DER or PKCS#7
+    except FetchError as exc:
+        raise DiagnosisError(f"{source} holds no readable certificate ({exc.detail})") from None
 
 
 def _served_chain(host: str, port: int, server_name: str | None) -> list[bytes]:

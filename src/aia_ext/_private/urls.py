@@ -8,45 +8,18 @@ input (DESIGN.md invariant 5).  RFC 5280 section 4.2.2.1 allows http, ldap and
 from __future__ import annotations
 
 import ipaddress
-import logging
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from .errors import FetchError
 
 if TYPE_CHECKING:
-    from cryptography.x509 import Certificate
-
     from .options import Options
 
-__all__ = ["address_refusal", "ca_issuer_urls", "check_url", "url_refusal"]
-
-log = logging.getLogger(__name__)
+__all__ = ["address_refusal", "check_url", "url_refusal"]
 
 #: Longer URLs are refused; real caIssuers URLs are well under 200 characters.
 MAX_URL_LENGTH = 2048
-
-
-def ca_issuer_urls(cert: Certificate) -> list[str]:
-    """The caIssuers URIs of ``cert``'s AIA extension, in certificate order."""
-    from cryptography import x509
-    from cryptography.x509.oid import AuthorityInformationAccessOID
-
-    try:
-        aia = cert.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
-    except x509.ExtensionNotFound:
-        return []
-    except Exception as exc:  # noqa: BLE001
-        # A malformed extension block is "no URL", not a crash; cryptography
-        # raises ValueError, DuplicateExtension, UnsupportedGeneralNameType...
-        log.debug("unreadable extensions in a certificate: %s", exc)
-        return []
-    return [
-        d.access_location.value
-        for d in aia
-        if d.access_method == AuthorityInformationAccessOID.CA_ISSUERS
-        and isinstance(d.access_location, x509.UniformResourceIdentifier)
-    ]
 
 
 def url_refusal(url: str, options: Options) -> str | None:
