@@ -20,11 +20,13 @@ from typing import TYPE_CHECKING, Any
 
 from ._private.context import create_default_context, disable, enable, is_enabled
 from ._private.errors import AIAError, FetchError, UnsupportedPlatformError
+from ._private.inject import extract_from_ssl, inject_into_ssl, is_injected
 from ._private.options import Options
 from ._version import __version__
 
 if TYPE_CHECKING:
     from ._private.diagnose import CertificateInfo, Diagnosis, DiagnosisError, diagnose
+    from ._private.prefetch import aprefetch, prefetch
     from ._private.report import FailedURL, FetchedCertificate, Report, report
 
 # Reports and diagnosis are imported on first use (PEP 562): they pull in
@@ -32,7 +34,7 @@ if TYPE_CHECKING:
 _LAZY = {
     "CertificateInfo": "diagnose", "Diagnosis": "diagnose", "DiagnosisError": "diagnose",
     "diagnose": "diagnose", "FailedURL": "report", "FetchedCertificate": "report",
-    "Report": "report", "report": "report",
+    "Report": "report", "report": "report", "aprefetch": "prefetch", "prefetch": "prefetch",
 }
 
 
@@ -60,12 +62,17 @@ __all__ = [
     "Report",
     "UnsupportedPlatformError",
     "__version__",
+    "aprefetch",
     "clear_cache",
     "create_default_context",
     "diagnose",
     "disable",
     "enable",
+    "extract_from_ssl",
+    "inject_into_ssl",
     "is_enabled",
+    "is_injected",
+    "prefetch",
     "report",
 ]
 

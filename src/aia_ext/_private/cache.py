@@ -129,6 +129,10 @@ class MemoryCache:
                 self._flights.pop(url, None)
             flight.done.set()
 
+    def put(self, entry: CacheEntry) -> None:
+        """Insert an entry obtained elsewhere (the disk cache)."""
+        self._store(entry)
+
     def _store(self, entry: CacheEntry) -> None:
         with self._lock:
             self._entries[entry.url] = entry

@@ -183,10 +183,19 @@ def _network_entry(url: str, options: Options, deadline_at: float) -> CacheEntry
 
 
 def _lookup(session: Session, url: str) -> tuple[CacheEntry | None, str]:
-    """The entry for ``url`` from the cache or the network, and its source."""
+    """The entry for ``url`` from memory, disk or the network, and its source."""
     entry = cache.get(url)
     if entry is not None:
         return entry, "memory cache"
+    if session.options.cache_dir is not None:
+        from . import diskcache
+
+        certs = diskcache.load(session.options.cache_dir, url)
+        if certs is not None:
+            entry = CacheEntry(url, certs, None, sum(len(c.der) for c in certs), 0.0, 0.0,
+                               success_expiry(certs))
+            cache.put(entry)
+            return entry, "disk cache"
     if session.fetches >= session.options.max_fetches:
         return None, f"fetch limit reached ({session.options.max_fetches} per verification)"
     left = session.deadline_at - time.monotonic()
@@ -215,6 +224,17 @@ def _account_reverify(session: Session) -> None:
         session.answered_at = None
 
 
+def _from_pool(session: Session, child: ParsedCertificate, add: AddUntrusted) -> int:
+    """Add issuers of ``child`` from the ``intermediates`` pool: no fetch needed."""
+    added = 0
+    for cert in _issuer_candidates(child, session.options.intermediates):
+        if add(cert.der) > 0:
+            added += 1
+            session.added.append(Added(cert.subject_text, cert.issuer_text, "",
+                                       "intermediates pool", len(cert.der), 0.0, cert.der))
+    return added
+
+
 @functools.lru_cache(maxsize=256)
 def _child(der: bytes) -> tuple[ParsedCertificate, str]:
     """The certificate's fields and subject text, read once per certificate.
@@ -234,6 +254,9 @@ def _missing(session: Session, der: bytes, depth: int, error: int, add: AddUntru
                                         f"unreadable certificate ({exc})"))
         return 0
     urls = child.ca_issuers
+    added = _from_pool(session, child, add)
+    if added:
+        return added
     log.debug("verification %d: issuer of %s (depth %d, error %d) missing; %d caIssuers URL(s)",
               session.id, subject, depth, error, len(urls))
     if not urls:
@@ -281,6 +304,18 @@ def _missing(session: Session, der: bytes, depth: int, error: int, add: AddUntru
     return 0
 
 
+def _store_on_disk(session: Session, directory: str) -> None:
+    """Persist what completed this (verified) chain, per URL (DESIGN.md: like .NET)."""
+    from . import diskcache
+
+    by_url: dict[str, list[bytes]] = {}
+    for added in session.added:
+        if added.source in ("network", "memory cache"):
+            by_url.setdefault(added.url, []).append(added.der)
+    for url, certs in by_url.items():
+        diskcache.store(directory, url, certs)
+
+
 MISSING_ISSUER = frozenset({2, 20})  # X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT[_LOCALLY]
 
 
@@ -306,6 +341,8 @@ def done(session_id: int, ok: bool, error: int, depth: int) -> Session | None:
     if ok:
         log.debug("verification %d: chain completed by AIA in %.1f ms (%d network fetch(es))",
                   session.id, elapsed, session.fetches)
+        if session.options.cache_dir is not None:
+            _store_on_disk(session, session.options.cache_dir)
     elif error not in MISSING_ISSUER:
         # The chain was completed; OpenSSL rejected it for another reason,
         # which the caller sees as the verify code.  Not an AIA problem.

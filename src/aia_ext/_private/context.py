@@ -27,8 +27,20 @@ _lock = threading.Lock()
 StrPath = Union[str, "os.PathLike[str]"]
 
 
+def stdlib_context_class() -> type[ssl.SSLContext]:
+    """The class defined in ssl.py, even where ``ssl.SSLContext`` names a subclass.
+
+    truststore.inject_into_ssl() rebinds the name; the contexts it builds
+    inside are instances of the standard class, not of its own.
+    """
+    for cls in ssl.SSLContext.__mro__:
+        if cls.__module__ == "ssl" and cls.__name__ == "SSLContext":
+            return cls
+    raise RuntimeError("ssl.SSLContext is not derived from the standard library's class")
+
+
 def _require_context(context: object) -> ssl.SSLContext:
-    if not isinstance(context, ssl.SSLContext):
+    if not isinstance(context, stdlib_context_class()):
         raise TypeError(
             f"expected an ssl.SSLContext, got {type(context).__module__}.{type(context).__name__}"
         )

@@ -46,8 +46,6 @@ _ACCEPT = (
 _USER_AGENT = "aia_ext (AIA caIssuers fetch)"
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _READ_CHUNK = 16 * 1024
-# Captured at import: an https fetch must never go through a context that has
-# AIA chasing injected (DESIGN.md: https is fetched without AIA).
 _PlainSSLContext = ssl.SSLContext
 
 
@@ -141,6 +139,12 @@ class _PinnedConnection(http.client.HTTPConnection):
         if self._target.tls:
             context = _PlainSSLContext(ssl.PROTOCOL_TLS_CLIENT)
             context.load_default_certs()
+            # inject_into_ssl() enables every new context; an https fetch must
+            # not chase AIA itself (DESIGN.md: https is fetched without AIA).
+            from .context import disable, is_enabled
+
+            if is_enabled(context):
+                disable(context)
             sock.settimeout(_remaining(self._deadline_at))
             sock = context.wrap_socket(sock, server_hostname=self._target.tls_server_name)
         self.sock = _DeadlineSocket(sock, self._deadline_at)

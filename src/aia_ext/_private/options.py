@@ -8,8 +8,12 @@ Python caller blocks on them).
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
-from typing import Any, Callable, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
+
+if TYPE_CHECKING:
+    from .der import ParsedCertificate
 
 __all__ = ["Fetcher", "Options", "UrlFilter", "make_options"]
 
@@ -36,6 +40,10 @@ class Options(NamedTuple):
     allow_private: bool = True
     url_filter: UrlFilter | None = None
     fetcher: Fetcher | None = None
+    #: Known intermediates, parsed: untrusted chain material tried before any fetch.
+    intermediates: tuple[ParsedCertificate, ...] = ()
+    #: Directory of the opt-in disk cache (None: memory only).
+    cache_dir: str | None = None
 
 
 # (lowest allowed, highest allowed) for the numeric options.  The upper bounds
@@ -91,5 +99,53 @@ def make_options(given: Mapping[str, Any]) -> Options:
             if value is not None and not callable(value):
                 raise ValueError(f"{name} must be callable or None, not {type(value).__name__}")
             checked[name] = value
+        elif name == "intermediates":
+            checked[name] = _load_intermediates(value)
+        elif name == "cache_dir":
+            checked[name] = _check_cache_dir(value)
+    if "cache_dir" not in given and os.environ.get("AIA_EXT_CACHE_DIR"):
+        checked["cache_dir"] = _check_cache_dir(os.environ["AIA_EXT_CACHE_DIR"],
+                                                "AIA_EXT_CACHE_DIR")
     # A fetch never outlives the deadline: its time is min(timeout, what is left).
     return Options(**checked)
+
+
+def _load_intermediates(value: Any) -> tuple[ParsedCertificate, ...]:
+    """A path, PEM/DER/PKCS#7 bytes, or a list of those -> parsed certificates."""
+    from .errors import FetchError
+    from .parse import parse_certificates
+
+    items = value if isinstance(value, (list, tuple)) else [value]
+    certs: list[ParsedCertificate] = []
+    for item in items:
+        if isinstance(item, (bytes, bytearray, memoryview)):
+            data, where = bytes(item), "bytes"
+        elif isinstance(item, (str, os.PathLike)):
+            where = os.fspath(item)
+            try:
+                with open(where, "rb") as f:
+                    data = f.read(16 * 1024 * 1024)
+            except OSError as exc:
+                raise ValueError(f"intermediates: cannot read {where}: "
+                                 f"{exc.strerror or exc}") from None
+        else:
+            raise ValueError("intermediates must be a path, PEM/DER bytes, or a list of those, "
+                             f"not {type(item).__name__}")
+        try:
+            certs.extend(parse_certificates(data))
+        except FetchError:
+            raise ValueError(f"intermediates: no certificate in {where}") from None
+    return tuple(certs)
+
+
+def _check_cache_dir(value: Any, name: str = "cache_dir") -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, (str, os.PathLike)):
+        raise ValueError(f"{name} must be a directory path, not {type(value).__name__}")
+    path = os.path.abspath(os.fspath(value))
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"{name}: cannot use {path}: {exc.strerror or exc}") from None
+    return path
