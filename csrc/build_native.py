@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pathlib
 import sys
+import sysconfig
 
 from cffi import FFI
 
@@ -20,10 +21,15 @@ ffibuilder.cdef((HERE / "aia_ext.cdef").read_text(encoding="utf-8"))
 # dlopen/dlsym/dladdr live in libdl on glibc before 2.34; elsewhere in libc.
 _libraries = [] if sys.platform in ("win32", "darwin") else ["dl"]
 
+# The limited API (abi3) where the interpreter has one; aia_ext.c only needs
+# the object header from Python.h.  Free-threaded builds have no limited API.
+_limited = sys.implementation.name == "cpython" and not sysconfig.get_config_var("Py_GIL_DISABLED")
+
 ffibuilder.set_source(
     "aia_ext._native",
     (HERE / "aia_ext.c").read_text(encoding="utf-8"),
     libraries=_libraries,
+    py_limited_api=_limited,
 )
 
 if __name__ == "__main__":
