@@ -107,7 +107,8 @@ typedef struct X509_VERIFY_PARAM_st X509_VERIFY_PARAM;
     X(void *, SSL_get_ex_data, (const SSL *, int))                                \
     X(int, SSL_CTX_get_security_level, (const SSL_CTX *))                         \
     X(void, X509_VERIFY_PARAM_set_auth_level, (X509_VERIFY_PARAM *, int))        \
-    X(const char *, X509_verify_cert_error_string, (long))
+    X(const char *, X509_verify_cert_error_string, (long))                      \
+    X(OPENSSL_STACK *, SSL_get_peer_cert_chain, (const SSL *))
 
 #define AIA_DECLARE_POINTER(ret, name, params) ret(*name) params;
 static struct {
@@ -521,43 +522,6 @@ typedef struct {
     SSL_CTX *ctx;
 } aia_PySSLContextHead;
 
-static SSL_CTX *aia_ssl_ctx_of(void *pycontext)
-{
-    if (pycontext == NULL)
-        return NULL;
-    return ((aia_PySSLContextHead *)pycontext)->ctx;
-}
-
-int aia_ext_install_raw(void *ssl_ctx, uintptr_t token)
-{
-    if (!aia_bound || ssl_ctx == NULL)
-        return 0;
-    F.SSL_CTX_set_cert_verify_callback((SSL_CTX *)ssl_ctx, aia_verify_callback,
-                                       (void *)token);
-    return 1;
-}
-
-int aia_ext_uninstall_raw(void *ssl_ctx)
-{
-    if (!aia_bound || ssl_ctx == NULL)
-        return 0;
-    /* NULL restores libssl's default, a plain X509_verify_cert. */
-    F.SSL_CTX_set_cert_verify_callback((SSL_CTX *)ssl_ctx, NULL, NULL);
-    return 1;
-}
-
-int aia_ext_install(void *pycontext, uintptr_t token)
-{
-    return aia_ext_install_raw(aia_ssl_ctx_of(pycontext), token);
-}
-
-int aia_ext_uninstall(void *pycontext)
-{
-    return aia_ext_uninstall_raw(aia_ssl_ctx_of(pycontext));
-}
-
-/* ---- Reports: which chase belongs to a connection ---- */
-
 /* CPython's PySSLSocket (the _ssl._SSLSocket behind SSLSocket._sslobj and
  * SSLObject._sslobj) starts {PyObject_HEAD; PyObject *Socket; SSL *ssl; ...}
  * (Modules/_ssl.c, 3.8 through 3.14).  The caller has type-checked it. */
@@ -567,15 +531,65 @@ typedef struct {
     SSL *ssl;
 } aia_PySSLSocketHead;
 
-uint64_t aia_ext_session_of(void *pysslsocket)
+void *aia_ext_cpython_ssl_ctx(void *pycontext)
 {
-    SSL *ssl;
-    if (!aia_bound || pysslsocket == NULL)
+    return pycontext != NULL ? (void *)((aia_PySSLContextHead *)pycontext)->ctx : NULL;
+}
+
+void *aia_ext_cpython_ssl(void *pysslsocket)
+{
+    return pysslsocket != NULL ? (void *)((aia_PySSLSocketHead *)pysslsocket)->ssl : NULL;
+}
+
+int aia_ext_install(void *ssl_ctx, uintptr_t token)
+{
+    if (!aia_bound || ssl_ctx == NULL)
         return 0;
-    ssl = ((aia_PySSLSocketHead *)pysslsocket)->ssl;
-    if (ssl == NULL)
+    F.SSL_CTX_set_cert_verify_callback((SSL_CTX *)ssl_ctx, aia_verify_callback,
+                                       (void *)token);
+    return 1;
+}
+
+int aia_ext_uninstall(void *ssl_ctx)
+{
+    if (!aia_bound || ssl_ctx == NULL)
         return 0;
-    return (uint64_t)(uintptr_t)F.SSL_get_ex_data(ssl, aia_ssl_index);
+    /* NULL restores libssl's default, a plain X509_verify_cert. */
+    F.SSL_CTX_set_cert_verify_callback((SSL_CTX *)ssl_ctx, NULL, NULL);
+    return 1;
+}
+
+/* ---- Reports: which chase belongs to a connection ---- */
+
+uint64_t aia_ext_session_of(void *ssl)
+{
+    if (!aia_bound || ssl == NULL)
+        return 0;
+    return (uint64_t)(uintptr_t)F.SSL_get_ex_data((SSL *)ssl, aia_ssl_index);
+}
+
+/* DER of certificate `index` of the chain the peer sent (a client's view
+ * includes the leaf), whether or not it verified.  Returns its length and
+ * writes it when `outlen` suffices; -1 when there is no such certificate. */
+int aia_ext_peer_chain_der(void *ssl, int index, unsigned char *out, int outlen)
+{
+    OPENSSL_STACK *chain;
+    X509 *cert;
+    unsigned char *p = out;
+    int len;
+
+    if (!aia_bound || ssl == NULL || index < 0)
+        return -1;
+    chain = F.SSL_get_peer_cert_chain((SSL *)ssl);
+    if (chain == NULL || index >= F.OPENSSL_sk_num(chain))
+        return -1;
+    cert = (X509 *)F.OPENSSL_sk_value(chain, index);
+    len = cert != NULL ? F.i2d_X509(cert, NULL) : -1;
+    if (len <= 0)
+        return -1;
+    if (out != NULL && outlen >= len && F.i2d_X509(cert, &p) != len)
+        return -1;
+    return len;
 }
 
 /* ---- Offline verification: the same chase, without a handshake ---- */
@@ -603,17 +617,17 @@ void aia_ext_offline_free(void *handle)
 
 /*
  * Prepare to verify a served chain (DER, leaf first) against the trust store
- * and verify parameters of a CPython ssl.SSLContext, as libssl prepares a
+ * and verify parameters of an SSL_CTX, as libssl prepares a
  * client's verification (ssl/ssl_cert.c, ssl_verify_cert_chain): the peer
  * chain as the untrusted stack, "ssl_server" defaults, then the context's
  * own parameters on top, and its security level as the auth level.
  * `host` (may be NULL) is checked as a DNS name, or as an IP address when
  * `host_is_ip`; `at` is the verification time when `has_time`.
  */
-void *aia_ext_offline_new(void *pycontext, const unsigned char **ders, const size_t *lens,
+void *aia_ext_offline_new(void *ssl_ctx, const unsigned char **ders, const size_t *lens,
                           int n, const char *host, int host_is_ip, int64_t at, int has_time)
 {
-    SSL_CTX *ctx = aia_ssl_ctx_of(pycontext);
+    SSL_CTX *ctx = (SSL_CTX *)ssl_ctx;
     aia_offline *off;
     X509_VERIFY_PARAM *param;
     int i;

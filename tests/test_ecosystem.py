@@ -149,10 +149,10 @@ def package_index(make_chain, tmp_path):
         yield f"https://localhost:{index.port}/simple/", filename, chain
 
 
-def _key(tmp_path, cert):
+def _key(tmp_path, cert) -> str:
     path = tmp_path / "leaf.key"
     path.write_bytes(cert.key_pem)
-    return path
+    return str(path)  # str: PyPy's ssl takes no Path
 
 
 def _pip_download(index_url: str, dest, root_file: str, pythonpath: str | None):

@@ -12,10 +12,22 @@ import pytest
 
 from aia_ext._private import native
 
+PYPY = sys.implementation.name == "pypy"
+cpython_only = pytest.mark.skipif(
+    PYPY, reason="CPython binds through _ssl.__file__; PyPy through _pypy_openssl (tested below)")
+
 
 def test_bound_openssl_is_the_interpreters():
     module = native.bind()
-    assert module.lib.aia_ext_openssl_version_num() == ssl.OPENSSL_VERSION_NUMBER
+    if PYPY:
+        # PyPy's ssl.OPENSSL_VERSION_NUMBER is its build-time version; the
+        # library its _ssl calls is behind _pypy_openssl.
+        import _pypy_openssl
+
+        expected = _pypy_openssl.lib.OpenSSL_version_num()
+    else:
+        expected = ssl.OPENSSL_VERSION_NUMBER
+    assert module.lib.aia_ext_openssl_version_num() == expected
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
@@ -54,6 +66,7 @@ REFUSAL = """
 """
 
 
+@cpython_only
 def test_unreachable_ssl_library_is_refused():
     result = _run(REFUSAL.format(setup="_ssl.__file__ = '/nonexistent/_ssl.so'"))
     assert result.returncode == 0, result.stderr
@@ -61,6 +74,7 @@ def test_unreachable_ssl_library_is_refused():
     assert "python-build-standalone" in result.stdout
 
 
+@cpython_only
 def test_library_without_openssl_symbols_is_refused():
     # A loaded extension with no OpenSSL behind it looks, to the binder, like
     # an _ssl whose OpenSSL is linked statically with hidden symbols.
@@ -71,7 +85,16 @@ def test_library_without_openssl_symbols_is_refused():
     assert "OpenSSL symbol OpenSSL_version_num is not reachable" in result.stdout
 
 
+@cpython_only
 def test_version_mismatch_is_refused():
     result = _run(REFUSAL.format(setup="ssl.OPENSSL_VERSION_NUMBER = 0x1010117f"))
     assert result.returncode == 0, result.stderr
     assert "refusing to drive one library's SSL_CTX with another's code" in result.stdout
+
+
+@pytest.mark.skipif(not PYPY, reason="PyPy's binding path")
+def test_pypy_unreachable_library_is_refused():
+    result = _run(REFUSAL.format(
+        setup="import _pypy_openssl; _pypy_openssl.__file__ = '/nonexistent/_pypy_openssl.so'"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("REFUSED: cannot bind to _ssl's OpenSSL: dlopen(") == 2

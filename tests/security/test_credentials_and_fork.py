@@ -25,7 +25,7 @@ def test_no_credentials_even_with_a_client_certificate(aia, root, root_file, ser
     key_file.write_bytes(client.key_pem)
     chain = make_chain()
     ctx = tight_context(root_file)
-    ctx.load_cert_chain(cert_file, key_file)
+    ctx.load_cert_chain(cert_file, str(key_file))  # str: PyPy's ssl takes no Path
     assert verify_code(ctx, server(chain.leaf)) == 0
     requests = [r for r in aia.requests if r[1] == chain.paths[0]]
     assert len(requests) == 1
@@ -37,7 +37,7 @@ def test_https_fetch_sends_no_client_certificate(root, root_file, server, tmp_pa
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     chain_file = write_pem(tmp_path / "aia.pem", aia_cert)
     (tmp_path / "aia.key").write_bytes(aia_cert.key_pem)
-    tls.load_cert_chain(chain_file, tmp_path / "aia.key")
+    tls.load_cert_chain(chain_file, str(tmp_path / "aia.key"))
     tls.verify_mode = ssl.CERT_OPTIONAL  # ask for a client certificate
     tls.load_verify_locations(root_file)
     # The https fetch verifies its server with the default trust paths.
@@ -50,7 +50,7 @@ def test_https_fetch_sends_no_client_certificate(root, root_file, server, tmp_pa
         ctx = tight_context(root_file, allow_https=True)
         key = tmp_path / "c.key"
         key.write_bytes(client.key_pem)
-        ctx.load_cert_chain(write_pem(tmp_path / "c.pem", client), key)
+        ctx.load_cert_chain(write_pem(tmp_path / "c.pem", client), str(key))
         assert verify_code(tight_context(root_file), srv) == 20  # https is opt-in
         assert https_aia.total_hits == 0
         assert verify_code(ctx, srv) == 0

@@ -123,9 +123,10 @@ def render(diagnosis: Diagnosis, out: TextIO, pem_path: str | None) -> None:
         count = sum(1 for o in _origins(diagnosis) if o == "fetched")
         say(f"Verdict: VERIFIES ONLY WITH AIA: the chain lacks {count} intermediate "
             "certificate(s); a browser would fetch them, Python's ssl fails.\n")
-        fix = f"written to {pem_path}" if pem_path else "use --pem FILE to write it"
+        fix = (f"the fixed chain is written to {pem_path}" if pem_path
+               else "--pem FILE writes the fixed chain")
         say(f"Fix: configure the server to send the leaf followed by its intermediates "
-            f"(the fixed chain is {fix}).\n")
+            f"({fix}).\n")
     else:
         say(f"Verdict: DOES NOT VERIFY, even with AIA: verify error {diagnosis.verify_code} "
             f"({diagnosis.verify_message}).\n")

@@ -149,15 +149,11 @@ def _served_chain(host: str, port: int, server_name: str | None) -> list[bytes]:
     try:
         with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT) as raw, \
                 recorder.wrap_socket(raw, server_hostname=server_name) as tls:
-            public = getattr(tls, "get_unverified_chain", None)  # 3.13+
-            if public is not None:
-                return [bytes(c) for c in public()]
-            private = getattr(getattr(tls, "_sslobj", None), "get_unverified_chain", None)
-            if private is not None:  # 3.10-3.12
-                return [c.public_bytes(ssl._ssl.ENCODING_DER)  # type: ignore[attr-defined]
-                        for c in private()]
-            leaf = tls.getpeercert(binary_form=True)  # 3.9: the leaf only
-            return [leaf] if leaf else []
+            # SSL_get_peer_cert_chain: exactly what was sent, on every Python
+            # (3.9 has no API for more than the leaf).
+            from . import native
+
+            return native.peer_chain(getattr(tls, "_sslobj", None))
     except (OSError, ssl.SSLError) as exc:
         raise DiagnosisError(f"cannot reach {host}:{port}: {exc}") from None
 
@@ -240,7 +236,7 @@ def diagnose(
     ffi, lib = module.ffi, module.lib
     blobs = [ffi.from_buffer(d) for d in ders]
     handle = lib.aia_ext_offline_new(
-        ffi.cast("void *", id(context)), ffi.new("const unsigned char *[]", blobs),
+        native.ssl_ctx_pointer(context), ffi.new("const unsigned char *[]", blobs),
         ffi.new("size_t[]", [len(d) for d in ders]), len(ders),
         hostname.encode("idna") if hostname and not _is_ip(hostname) else
         (hostname.encode() if hostname else ffi.NULL),

@@ -17,7 +17,7 @@ import sys
 import threading
 from collections import OrderedDict
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 from .errors import UnsupportedPlatformError
 from .options import Options
@@ -34,10 +34,32 @@ _bind_error: UnsupportedPlatformError | None = None
 
 _ADVICE = (
     "aia_ext's native engine needs the interpreter's ssl module to use a shared "
-    "OpenSSL it can reach (a python.org, distribution or pyenv CPython). "
+    "OpenSSL it can reach (a python.org, distribution or pyenv CPython, or PyPy). "
     "Interpreters that link OpenSSL statically with hidden symbols (for example "
-    "python-build-standalone, which uv installs) and PyPy are not supported by it."
+    "python-build-standalone, which uv installs) are not supported by it."
 )
+
+
+def _library_of_ssl() -> tuple[str, int]:
+    """(file to dlopen, OpenSSL_version_num() of the library _ssl calls)."""
+    if sys.implementation.name == "pypy":
+        # PyPy's _ssl is cffi-based: its OpenSSL is behind _pypy_openssl, and
+        # ssl.OPENSSL_VERSION_NUMBER is the version PyPy was built against,
+        # so ask the library itself what it is.
+        try:
+            import _pypy_openssl
+        except ImportError:
+            raise UnsupportedPlatformError(f"this PyPy has no _pypy_openssl. {_ADVICE}") from None
+        return str(_pypy_openssl.__file__), int(_pypy_openssl.lib.OpenSSL_version_num())
+    if sys.implementation.name != "cpython":
+        raise UnsupportedPlatformError(f"{sys.implementation.name} is not supported. {_ADVICE}")
+    import _ssl
+
+    path = getattr(_ssl, "__file__", None)
+    if not path:
+        raise UnsupportedPlatformError(
+            f"_ssl is built into the interpreter, so its OpenSSL cannot be located. {_ADVICE}")
+    return str(path), ssl.OPENSSL_VERSION_NUMBER
 
 
 def _load() -> Any:
@@ -49,25 +71,17 @@ def _load() -> Any:
             f"the aia_ext._native extension cannot be imported ({exc}); reinstall "
             f"aia_ext for this interpreter. {_ADVICE}"
         ) from exc
-    import _ssl
-
-    if sys.implementation.name != "cpython":
-        raise UnsupportedPlatformError(f"{sys.implementation.name} is not CPython. {_ADVICE}")
-    path = getattr(_ssl, "__file__", None)
-    if not path:
-        raise UnsupportedPlatformError(
-            f"_ssl is built into the interpreter, so its OpenSSL cannot be located. {_ADVICE}"
-        )
+    path, expected = _library_of_ssl()
     ffi, lib = _native.ffi, _native.lib
     err = ffi.new("char[]", 512)
     if not lib.aia_ext_bind(os.fsencode(path), err, len(err)):
         reason = ffi.string(err).decode("utf-8", "replace")
         raise UnsupportedPlatformError(f"cannot bind to _ssl's OpenSSL: {reason}. {_ADVICE}")
     version = lib.aia_ext_openssl_version_num()
-    if version != ssl.OPENSSL_VERSION_NUMBER:
+    if version != expected:
         raise UnsupportedPlatformError(
-            f"the OpenSSL reachable from _ssl reports version {version:#x}, but ssl reports "
-            f"{ssl.OPENSSL_VERSION_NUMBER:#x} ({ssl.OPENSSL_VERSION}); refusing to drive one "
+            f"the OpenSSL reachable from _ssl reports version {version:#x}, but ssl uses "
+            f"{expected:#x} ({ssl.OPENSSL_VERSION}); refusing to drive one "
             f"library's SSL_CTX with another's code. {_ADVICE}"
         )
     _define_callbacks(ffi, lib)
@@ -103,10 +117,67 @@ def ffi() -> Any:
     return bind().ffi
 
 
-def session_of(sslobj: object) -> int:
-    """The chase session id stored on an ``_ssl._SSLSocket``'s SSL, or 0."""
+def ssl_ctx_pointer(context: object) -> Any:
+    """The SSL_CTX* of an ssl.SSLContext, as a cffi ``void *`` of our module."""
     module = bind()
-    return int(module.lib.aia_ext_session_of(module.ffi.cast("void *", id(sslobj))))
+    ffi, lib = module.ffi, module.lib
+    if sys.implementation.name == "pypy":
+        import _pypy_openssl
+
+        # PyPy's _SSLContext holds its SSL_CTX* as a cffi pointer of its own ffi.
+        address = int(_pypy_openssl.ffi.cast("uintptr_t", context.ctx))  # type: ignore[attr-defined]
+        return ffi.cast("void *", address)
+    import _ssl
+
+    if not isinstance(context, _ssl._SSLContext):
+        raise TypeError(f"expected an ssl.SSLContext, got {type(context).__name__}")
+    # id() is the object's address in CPython; C reads the SSL_CTX* field
+    # that follows the object header (see csrc/aia_ext.c).
+    return lib.aia_ext_cpython_ssl_ctx(ffi.cast("void *", id(context)))
+
+
+def low_level_socket_type() -> type:
+    """The type of ``SSLSocket._sslobj`` / ``SSLObject._sslobj`` on this interpreter."""
+    if sys.implementation.name == "pypy":
+        from _cffi_ssl._stdssl import _SSLSocket
+
+        return cast(type, _SSLSocket)
+    import _ssl
+
+    return cast(type, getattr(_ssl, "_SSLSocket"))  # noqa: B009 - not in typeshed
+
+
+def ssl_pointer(sslobj: object) -> Any:
+    """The SSL* of a low-level ``_ssl._SSLSocket``, as a cffi ``void *``."""
+    module = bind()
+    ffi, lib = module.ffi, module.lib
+    if sys.implementation.name == "pypy":
+        import _pypy_openssl
+
+        address = int(_pypy_openssl.ffi.cast("uintptr_t", sslobj.ssl))  # type: ignore[attr-defined]
+        return ffi.cast("void *", address)
+    return lib.aia_ext_cpython_ssl(ffi.cast("void *", id(sslobj)))
+
+
+def session_of(sslobj: object) -> int:
+    """The chase session id stored on a low-level socket's SSL, or 0."""
+    return int(bind().lib.aia_ext_session_of(ssl_pointer(sslobj)))
+
+
+def peer_chain(sslobj: object) -> list[bytes]:
+    """The DER certificates the peer sent (leaf first), verified or not."""
+    module = bind()
+    ffi, lib = module.ffi, module.lib
+    ssl_ptr = ssl_pointer(sslobj)
+    chain = []
+    for index in range(64):
+        size = lib.aia_ext_peer_chain_der(ssl_ptr, index, ffi.NULL, 0)
+        if size < 0:
+            break
+        buf = ffi.new("unsigned char[]", size)
+        lib.aia_ext_peer_chain_der(ssl_ptr, index, buf, size)
+        chain.append(bytes(ffi.buffer(buf, size)))
+    return chain
 
 
 def openssl_library_path(lib: Any = None, ffi: Any = None) -> str:
@@ -121,17 +192,12 @@ def openssl_library_path(lib: Any = None, ffi: Any = None) -> str:
 
 def install(context: ssl.SSLContext, options: Options, token: int | None) -> int:
     """Set the callback on ``context``'s SSL_CTX; returns the token to keep."""
-    import _ssl
-
     module = bind()
-    if not isinstance(context, _ssl._SSLContext):
-        raise TypeError(f"expected an ssl.SSLContext, got {type(context).__name__}")
+    pointer = ssl_ctx_pointer(context)
     if token is None:
         token = next(_tokens)
     _options_by_token[token] = options
-    # id() is the object's address in CPython; C reads the SSL_CTX* field
-    # that follows the object header (see csrc/aia_ext.c).
-    if not module.lib.aia_ext_install(module.ffi.cast("void *", id(context)), token):
+    if not module.lib.aia_ext_install(pointer, token):
         _options_by_token.pop(token, None)
         raise UnsupportedPlatformError("the SSLContext holds no SSL_CTX")
     return token
@@ -139,8 +205,7 @@ def install(context: ssl.SSLContext, options: Options, token: int | None) -> int
 
 def uninstall(context: ssl.SSLContext, token: int) -> None:
     """Remove the callback from ``context`` and forget its options."""
-    module = bind()
-    module.lib.aia_ext_uninstall(module.ffi.cast("void *", id(context)))
+    bind().lib.aia_ext_uninstall(ssl_ctx_pointer(context))
     forget(token)
 
 

@@ -97,11 +97,9 @@ def report(conn: object) -> Report | None:
     (what httpx/httpcore return as ``get_extra_info("ssl_object")``).
     Reports of the most recent 1,024 chases are kept; an older one is None too.
     """
-    import _ssl
-
     from . import chase
 
-    low_level = getattr(_ssl, "_SSLSocket")  # noqa: B009 - not in typeshed
+    low_level = native.low_level_socket_type()
     if isinstance(conn, (ssl.SSLSocket, ssl.SSLObject)):
         sslobj = getattr(conn, "_sslobj", None)
     elif isinstance(conn, low_level):
