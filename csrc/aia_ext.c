@@ -487,28 +487,31 @@ int aia_ext_add_untrusted(void *store_ctx, void *certificate)
     return 1;
 }
 
-int aia_ext_chain_der(void *store_ctx, int index, unsigned char *out, int outlen)
+/* DER of certificate `index` of `chain`: its length, written to `out` when
+ * `outlen` suffices; -1 when there is no such certificate. */
+static int aia_stack_der(OPENSSL_STACK *chain, int index, unsigned char *out, int outlen)
 {
-    X509_STORE_CTX *sctx = (X509_STORE_CTX *)store_ctx;
-    OPENSSL_STACK *chain;
     X509 *cert;
     unsigned char *p = out;
     int len;
 
-    if (!aia_bound || sctx == NULL || index < 0)
-        return -1;
-    chain = F.X509_STORE_CTX_get0_chain(sctx);
-    if (chain == NULL || index >= F.OPENSSL_sk_num(chain))
+    if (chain == NULL || index < 0 || index >= F.OPENSSL_sk_num(chain))
         return -1;
     cert = (X509 *)F.OPENSSL_sk_value(chain, index);
-    if (cert == NULL)
-        return -1;
-    len = F.i2d_X509(cert, NULL);
+    len = cert != NULL ? F.i2d_X509(cert, NULL) : -1;
     if (len <= 0)
         return -1;
     if (out != NULL && outlen >= len && F.i2d_X509(cert, &p) != len)
         return -1;
     return len;
+}
+
+int aia_ext_chain_der(void *store_ctx, int index, unsigned char *out, int outlen)
+{
+    if (!aia_bound || store_ctx == NULL)
+        return -1;
+    return aia_stack_der(F.X509_STORE_CTX_get0_chain((X509_STORE_CTX *)store_ctx), index, out,
+                         outlen);
 }
 
 /* ---- Installing the callback ---- */
@@ -573,23 +576,9 @@ uint64_t aia_ext_session_of(void *ssl)
  * writes it when `outlen` suffices; -1 when there is no such certificate. */
 int aia_ext_peer_chain_der(void *ssl, int index, unsigned char *out, int outlen)
 {
-    OPENSSL_STACK *chain;
-    X509 *cert;
-    unsigned char *p = out;
-    int len;
-
-    if (!aia_bound || ssl == NULL || index < 0)
+    if (!aia_bound || ssl == NULL)
         return -1;
-    chain = F.SSL_get_peer_cert_chain((SSL *)ssl);
-    if (chain == NULL || index >= F.OPENSSL_sk_num(chain))
-        return -1;
-    cert = (X509 *)F.OPENSSL_sk_value(chain, index);
-    len = cert != NULL ? F.i2d_X509(cert, NULL) : -1;
-    if (len <= 0)
-        return -1;
-    if (out != NULL && outlen >= len && F.i2d_X509(cert, &p) != len)
-        return -1;
-    return len;
+    return aia_stack_der(F.SSL_get_peer_cert_chain((SSL *)ssl), index, out, outlen);
 }
 
 /* ---- Offline verification: the same chase, without a handshake ---- */

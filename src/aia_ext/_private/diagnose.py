@@ -250,7 +250,7 @@ def diagnose(
     ok = bool(lib.aia_ext_offline_verify(handle, token, session_id))
     depth = ffi.new("int *")
     code = 0 if ok else int(lib.aia_ext_offline_error(handle, depth))
-    chain = _store_chain(module, lib.aia_ext_offline_store_ctx(handle)) if ok else []
+    chain = native.store_chain(lib.aia_ext_offline_store_ctx(handle)) if ok else []
     session = chase.finished(int(session_id[0])) if session_id[0] else None
     verified = _infos(chain)
     served = _infos(ders)
@@ -268,16 +268,3 @@ def diagnose(
         ok, code, "ok" if ok else verify_message(code), verified,
         session is not None, fixed,
     )
-
-
-def _store_chain(module: Any, store_ctx: Any) -> list[bytes]:
-    ffi, lib = module.ffi, module.lib
-    chain = []
-    for index in range(64):
-        size = lib.aia_ext_chain_der(store_ctx, index, ffi.NULL, 0)
-        if size < 0:
-            break
-        buf = ffi.new("unsigned char[]", size)
-        lib.aia_ext_chain_der(store_ctx, index, buf, size)
-        chain.append(bytes(ffi.buffer(buf, size)))
-    return chain

@@ -17,7 +17,7 @@ import sys
 import threading
 from collections import OrderedDict
 from types import TracebackType
-from typing import Any, cast
+from typing import Any, Callable, cast
 
 from .errors import UnsupportedPlatformError
 from .options import Options
@@ -117,23 +117,25 @@ def ffi() -> Any:
     return bind().ffi
 
 
+def _pypy_pointer(cdata: Any) -> Any:
+    """A cffi pointer of PyPy's own _ssl bindings, as a ``void *`` of our module."""
+    import _pypy_openssl
+
+    return bind().ffi.cast("void *", int(_pypy_openssl.ffi.cast("uintptr_t", cdata)))
+
+
 def ssl_ctx_pointer(context: object) -> Any:
     """The SSL_CTX* of an ssl.SSLContext, as a cffi ``void *`` of our module."""
-    module = bind()
-    ffi, lib = module.ffi, module.lib
     if sys.implementation.name == "pypy":
-        import _pypy_openssl
-
-        # PyPy's _SSLContext holds its SSL_CTX* as a cffi pointer of its own ffi.
-        address = int(_pypy_openssl.ffi.cast("uintptr_t", context.ctx))  # type: ignore[attr-defined]
-        return ffi.cast("void *", address)
+        return _pypy_pointer(context.ctx)  # type: ignore[attr-defined]
     import _ssl
 
     if not isinstance(context, _ssl._SSLContext):
         raise TypeError(f"expected an ssl.SSLContext, got {type(context).__name__}")
+    module = bind()
     # id() is the object's address in CPython; C reads the SSL_CTX* field
     # that follows the object header (see csrc/aia_ext.c).
-    return lib.aia_ext_cpython_ssl_ctx(ffi.cast("void *", id(context)))
+    return module.lib.aia_ext_cpython_ssl_ctx(module.ffi.cast("void *", id(context)))
 
 
 def low_level_socket_type() -> type:
@@ -149,14 +151,10 @@ def low_level_socket_type() -> type:
 
 def ssl_pointer(sslobj: object) -> Any:
     """The SSL* of a low-level ``_ssl._SSLSocket``, as a cffi ``void *``."""
-    module = bind()
-    ffi, lib = module.ffi, module.lib
     if sys.implementation.name == "pypy":
-        import _pypy_openssl
-
-        address = int(_pypy_openssl.ffi.cast("uintptr_t", sslobj.ssl))  # type: ignore[attr-defined]
-        return ffi.cast("void *", address)
-    return lib.aia_ext_cpython_ssl(ffi.cast("void *", id(sslobj)))
+        return _pypy_pointer(sslobj.ssl)  # type: ignore[attr-defined]
+    module = bind()
+    return module.lib.aia_ext_cpython_ssl(module.ffi.cast("void *", id(sslobj)))
 
 
 def session_of(sslobj: object) -> int:
@@ -164,20 +162,32 @@ def session_of(sslobj: object) -> int:
     return int(bind().lib.aia_ext_session_of(ssl_pointer(sslobj)))
 
 
-def peer_chain(sslobj: object) -> list[bytes]:
-    """The DER certificates the peer sent (leaf first), verified or not."""
-    module = bind()
-    ffi, lib = module.ffi, module.lib
-    ssl_ptr = ssl_pointer(sslobj)
-    chain = []
+def _indexed_ders(read: Callable[[int, Any, int], int]) -> list[bytes]:
+    """Certificates from a C reader ``read(index, out, outlen) -> length or -1``."""
+    ffi = bind().ffi
+    ders = []
     for index in range(64):
-        size = lib.aia_ext_peer_chain_der(ssl_ptr, index, ffi.NULL, 0)
+        size = read(index, ffi.NULL, 0)
         if size < 0:
             break
         buf = ffi.new("unsigned char[]", size)
-        lib.aia_ext_peer_chain_der(ssl_ptr, index, buf, size)
-        chain.append(bytes(ffi.buffer(buf, size)))
-    return chain
+        if read(index, buf, size) != size:
+            break
+        ders.append(bytes(ffi.buffer(buf, size)))
+    return ders
+
+
+def peer_chain(sslobj: object) -> list[bytes]:
+    """The DER certificates the peer sent (leaf first), verified or not."""
+    ssl_ptr = ssl_pointer(sslobj)
+    lib = bind().lib
+    return _indexed_ders(lambda i, out, n: int(lib.aia_ext_peer_chain_der(ssl_ptr, i, out, n)))
+
+
+def store_chain(store_ctx: Any) -> list[bytes]:
+    """The chain the last X509_verify_cert built in ``store_ctx`` (leaf first)."""
+    lib = bind().lib
+    return _indexed_ders(lambda i, out, n: int(lib.aia_ext_chain_der(store_ctx, i, out, n)))
 
 
 def openssl_library_path(lib: Any = None, ffi: Any = None) -> str:
