@@ -1,10 +1,11 @@
 """Handshakes that drive every path of the C callback, for leak checking.
 
-Used by benchmarks/valgrind.sh (memcheck) and benchmarks/memory.py (RSS).  Each
-round makes handshakes that: succeed after a cold fetch (fresh URL each time),
-succeed from the cache, fail after fetching (issuer chains to an untrusted
-root), fail with a non-missing-issuer error (hostname), and never reach Python
-(complete chain).
+Used by benchmarks/valgrind.sh (memcheck).  Each round makes handshakes that:
+succeed after a cold fetch (fresh URL each time), succeed from the cache, fail
+after fetching (issuer chains to an untrusted root), fail with a
+non-missing-issuer error (hostname), and never reach Python (complete chain);
+then two diagnose() calls (served chain read from the SSL; offline
+verification that fails after fetching).
 
     python benchmarks/leak_workload.py [ROUNDS]
 """
@@ -56,8 +57,13 @@ def main(rounds: int) -> int:
                 codes.append(handshake(ctx, bad))            # fetched, still no path: 20
                 codes.append(handshake(ctx, warm, "wrong"))  # completed, hostname: 62
                 codes.append(handshake(ctx, complete))       # fast path
+                # diagnose(): the served chain read back from the SSL, then the
+                # offline verification (its X509_STORE_CTX built and freed).
+                online = aia_ext.diagnose(f"localhost:{warm.port}", cafile=root_file)
+                offline = aia_ext.diagnose(bad_leaf.pem, cafile=root_file)
+                codes.append(online.verify_code + offline.verify_code)  # 0 + 20
                 srv.close()
-        expected = [0, 0, 20, 62, 0] * rounds
+        expected = [0, 0, 20, 62, 0, 20] * rounds
         print(f"{len(codes)} handshakes, {aia.total_hits} AIA requests")
         return 0 if codes == expected else 1
 
