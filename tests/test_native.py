@@ -72,6 +72,7 @@ def test_unreachable_ssl_library_is_refused():
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("REFUSED: cannot bind to _ssl's OpenSSL: dlopen(") == 2
     assert "python-build-standalone" in result.stdout
+    assert "use aia_ext.create_default_context()" in result.stdout  # the way that works
 
 
 @cpython_only

@@ -22,6 +22,7 @@ from ._private.context import create_default_context, disable, enable, is_enable
 from ._private.errors import AIAError, FetchError, UnsupportedPlatformError
 from ._private.inject import extract_from_ssl, inject_into_ssl, is_injected
 from ._private.options import Options
+from ._private.sslcontext import SSLContext
 from ._version import __version__
 
 if TYPE_CHECKING:
@@ -60,6 +61,7 @@ __all__ = [
     "FetchedCertificate",
     "Options",
     "Report",
+    "SSLContext",
     "UnsupportedPlatformError",
     "__version__",
     "aprefetch",

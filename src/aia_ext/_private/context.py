@@ -12,10 +12,14 @@ import os
 import ssl
 import threading
 import weakref
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 from . import native
+from .errors import UnsupportedPlatformError
 from .options import make_options
+
+if TYPE_CHECKING:
+    from .sslcontext import SSLContext
 
 __all__ = ["create_default_context", "disable", "enable", "is_enabled"]
 
@@ -55,6 +59,15 @@ def enable(context: ssl.SSLContext, **options: Any) -> ssl.SSLContext:
     """
     _require_context(context)
     opts = make_options(options)
+    if native.engine() == "fallback":
+        from . import sslcontext
+
+        if sslcontext.set_options(context, options):
+            return context
+        raise UnsupportedPlatformError(
+            f"{native.unavailable_reason()} So a plain ssl.SSLContext cannot be enabled in "
+            "place here: use aia_ext.create_default_context(), aia_ext.SSLContext(...) or "
+            "aia_ext.inject_into_ssl(), which verify after the handshake instead.")
     with _lock:
         token = _tokens.get(context)
         new_token = native.install(context, opts, token)
@@ -67,6 +80,10 @@ def enable(context: ssl.SSLContext, **options: Any) -> ssl.SSLContext:
 def disable(context: ssl.SSLContext) -> ssl.SSLContext:
     """Remove AIA chasing from ``context`` (a no-op if it was not enabled)."""
     _require_context(context)
+    from . import sslcontext
+
+    if sslcontext.drop_fallback(context):
+        return context
     with _lock:
         token = _tokens.pop(context, None)
         if token is not None:
@@ -83,6 +100,8 @@ def token_of(context: ssl.SSLContext) -> int:
 def is_enabled(context: ssl.SSLContext) -> bool:
     """Whether ``enable()`` is in force on ``context``."""
     _require_context(context)
+    if "_aia_fallback" in getattr(context, "__dict__", {}):
+        return True
     with _lock:
         return context in _tokens
 
@@ -108,14 +127,17 @@ def create_default_context(
     capath: StrPath | None = None,
     cadata: str | bytes | None = None,
     **options: Any,
-) -> ssl.SSLContext:
+) -> SSLContext:
     """``ssl.create_default_context()`` with AIA chasing enabled.
 
     With no CA argument, the system trust store is used when it holds
     certificates, and certifi's bundle otherwise; the choice is logged at DEBUG.
     """
+    from .sslcontext import adopt
+
     make_options(options)  # validate before any file is read
-    if cafile is not None or capath is not None or cadata is not None:
+    default_paths = cafile is None and capath is None and cadata is None
+    if not default_paths:
         context = ssl.create_default_context(purpose, cafile=cafile, capath=capath, cadata=cadata)
     else:
         context = ssl.create_default_context(purpose)
@@ -127,4 +149,7 @@ def create_default_context(
             log.debug("system trust store is empty; using certifi (%s)", certifi.where())
         else:
             log.debug("using the system trust store (%s)", source)
-    return enable(context, **options)
+    # The standard library's context, every default of this Python version
+    # kept, becomes an aia_ext.SSLContext with the engine that can work here.
+    return adopt(context, options, default_paths and source is not None,
+                 (os.fspath(capath),) if capath is not None else ())

@@ -1,5 +1,11 @@
 """Process-wide injection: every ``ssl.SSLContext`` created afterwards chases AIA.
 
+With the fallback engine, each new plain context becomes an
+``aia_ext.SSLContext`` (its class switched in place); the name
+``ssl.SSLContext`` is never rebound, because ssl.py's own property setters
+look that name up (``super(SSLContext, SSLContext)``) and would recurse into
+a subclass bound there.
+
 In the manner of truststore, but one level lower.  Instead of replacing the
 name ``ssl.SSLContext`` (which truststore also replaces, and which urllib3,
 pip's vendored urllib3 and others copy at import time), ``__new__`` of the
@@ -42,7 +48,7 @@ def inject_into_ssl(**options: Any) -> None:
     from . import native
 
     make_options(options)  # validate first
-    native.bind()
+    native.engine()  # AIA_EXT_ENGINE=native where it cannot work raises here
     global _saved
     with _lock:
         _options.clear()
@@ -56,7 +62,15 @@ def inject_into_ssl(**options: Any) -> None:
         def __new__(klass: type[ssl.SSLContext], protocol: Any = None, *args: Any,
                     **kwargs: Any) -> ssl.SSLContext:
             context: ssl.SSLContext = original(klass, protocol, *args, **kwargs)
-            enable(context, **_options)
+            if native.engine() == "native":
+                enable(context, **_options)
+            elif klass is cls:
+                # Fallback engine: the new plain context becomes an
+                # aia_ext.SSLContext.  A subclass's instance (truststore's outer
+                # context) keeps its class; its inner standard one is switched.
+                from .sslcontext import adopt
+
+                adopt(context, dict(_options), default_paths=False)
             return context
 
         cls.__new__ = staticmethod(__new__)  # type: ignore[method-assign,assignment]

@@ -282,6 +282,9 @@ class TLSServer:
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.context.load_cert_chain(certfile, keyfile)
         self.handshakes = Counter[str]()
+        #: Application bytes received after each completed handshake, per
+        #: connection: shows whether a client sent data on a connection.
+        self.app_bytes: list[int] = []
         self._lock = threading.Lock()
         self._sock = socket.create_server(("127.0.0.1", port), backlog=256)
         self._sock.settimeout(0.1)
@@ -335,6 +338,7 @@ class TLSServer:
             conn.close()
             return
         self._count("ok")
+        received = 0
         try:
             # HTTP/1.1 keep-alive, as real servers do, until the client closes
             # or asks to ("Connection: close").
@@ -344,6 +348,7 @@ class TLSServer:
                     data = tls.recv(4096)
                     if not data:
                         return
+                    received += len(data)
                     buffered += data
                 head, _, buffered = buffered.partition(b"\r\n\r\n")
                 closing = b"connection: close" in head.lower()
@@ -356,6 +361,8 @@ class TLSServer:
         except (OSError, ssl.SSLError):
             pass
         finally:
+            with self._lock:
+                self.app_bytes.append(received)
             tls.close()
 
 

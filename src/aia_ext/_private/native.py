@@ -107,6 +107,38 @@ def bind() -> Any:
     return _bound
 
 
+ENGINES = ("auto", "native", "fallback")
+
+
+def engine() -> str:
+    """The engine in force: "native" or "fallback" (``AIA_EXT_ENGINE`` decides).
+
+    ``auto`` (the default) is native wherever it binds; ``native`` raises
+    UnsupportedPlatformError where it cannot; ``fallback`` forces the Python
+    verifier, for debugging and for the test suite.
+    """
+    choice = os.environ.get("AIA_EXT_ENGINE", "auto").strip().lower() or "auto"
+    if choice not in ENGINES:
+        raise ValueError(f"AIA_EXT_ENGINE must be one of {', '.join(ENGINES)}, not {choice!r}")
+    if choice == "fallback":
+        return "fallback"
+    if choice == "native":
+        bind()
+        return "native"
+    try:
+        bind()
+    except UnsupportedPlatformError:
+        return "fallback"
+    return "native"
+
+
+def unavailable_reason() -> str:
+    """Why the native engine is not in force (for error messages)."""
+    if os.environ.get("AIA_EXT_ENGINE", "").strip().lower() == "fallback":
+        return "AIA_EXT_ENGINE=fallback is set."
+    return str(_bind_error) if _bind_error is not None else "the native engine is not bound."
+
+
 def lib() -> Any:
     """The bound cffi ``lib`` (binds on first use)."""
     return bind().lib

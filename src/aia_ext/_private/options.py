@@ -117,7 +117,12 @@ def _load_intermediates(value: Any) -> tuple[ParsedCertificate, ...]:
 
     items = value if isinstance(value, (list, tuple)) else [value]
     certs: list[ParsedCertificate] = []
+    from .der import ParsedCertificate
+
     for item in items:
+        if isinstance(item, ParsedCertificate):  # already validated (Options._asdict())
+            certs.append(item)
+            continue
         if isinstance(item, (bytes, bytearray, memoryview)):
             data, where = bytes(item), "bytes"
         elif isinstance(item, (str, os.PathLike)):

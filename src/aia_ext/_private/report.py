@@ -65,7 +65,16 @@ class Report:
 
 
 def verify_message(code: int) -> str:
-    return str(native.ffi().string(native.lib().aia_ext_verify_error_string(code)).decode())
+    """OpenSSL's text for a verify code (the fallback's table without OpenSSL)."""
+    if code == 0:
+        return "ok"
+    try:
+        module = native.bind()
+    except Exception:  # noqa: BLE001 - no reachable OpenSSL: the fallback engine
+        from .fallback import _TEXT
+
+        return _TEXT.get(code, _TEXT[1])
+    return str(module.ffi.string(module.lib.aia_ext_verify_error_string(code)).decode())
 
 
 def from_session(session: Session, verified_chain: tuple[bytes, ...]) -> Report:
@@ -99,6 +108,10 @@ def report(conn: object) -> Report | None:
     """
     from . import chase
 
+    fallback_session = getattr(conn, "__dict__", {}).get("_aia_session")
+    if fallback_session is not None:  # verified by the fallback engine
+        session = chase.finished(fallback_session) if fallback_session else None
+        return from_session(session, ()) if session is not None else None
     low_level = native.low_level_socket_type()
     if isinstance(conn, (ssl.SSLSocket, ssl.SSLObject)):
         sslobj = getattr(conn, "_sslobj", None)

@@ -1,0 +1,225 @@
+"""``aia_ext.SSLContext``: an ``ssl.SSLContext`` that chases AIA on every platform.
+
+Where the native engine binds, the context is simply ``enable()``d.
+Elsewhere (or with ``AIA_EXT_ENGINE=fallback``) it runs the fallback engine:
+OpenSSL's verification is switched off underneath, while the context keeps
+showing and enforcing the ``verify_mode`` and ``check_hostname`` the caller
+set; the sockets and objects it creates verify the served chain in Python
+(fallback.py) before ``do_handshake()`` returns, and close the connection on
+failure.  No application data is exchanged on an unverified connection.
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from . import native
+from .context import stdlib_context_class
+from .options import Options, make_options
+
+__all__ = ["SSLContext", "adopt", "drop_fallback", "set_options"]
+
+# The standard library's class, even if ssl.SSLContext names truststore's now;
+# its descriptors hold OpenSSL's own verify_mode and check_hostname.
+_STDLIB = stdlib_context_class()
+if TYPE_CHECKING:
+    _Base = ssl.SSLContext
+else:
+    _Base = _STDLIB
+
+
+@dataclass
+class _FallbackState:
+    options: Options
+    verify_mode: ssl.VerifyMode
+    check_hostname: bool
+    default_paths: bool = False
+    capaths: list[str] = field(default_factory=list)
+
+
+def _fallback(context: object) -> _FallbackState | None:
+    state = getattr(context, "__dict__", {}).get("_aia_fallback")
+    return state if isinstance(state, _FallbackState) else None
+
+
+class SSLContext(_Base):
+    """An ``ssl.SSLContext`` with AIA chasing, whichever engine this interpreter allows."""
+
+    def __new__(cls, protocol: Any = None, *args: Any, **kwargs: Any) -> SSLContext:
+        context = super().__new__(cls, protocol, *args, **kwargs)
+        _setup(context, Options())
+        return context
+
+    # -- what the caller sees and sets, kept apart from OpenSSL's in fallback mode
+
+    @property  # type: ignore[override]
+    def verify_mode(self) -> ssl.VerifyMode:
+        state = _fallback(self)
+        return state.verify_mode if state else _STDLIB.verify_mode.__get__(self)  # type: ignore[attr-defined]
+
+    @verify_mode.setter
+    def verify_mode(self, value: ssl.VerifyMode) -> None:
+        state = _fallback(self)
+        if state is None:
+            _STDLIB.verify_mode.__set__(self, value)  # type: ignore[attr-defined]
+            return
+        mode = ssl.VerifyMode(value)
+        if mode == ssl.CERT_NONE and state.check_hostname:
+            raise ValueError("Cannot set verify_mode to CERT_NONE when check_hostname is enabled.")
+        state.verify_mode = mode
+
+    @property
+    def check_hostname(self) -> bool:
+        state = _fallback(self)
+        return state.check_hostname if state else bool(_STDLIB.check_hostname.__get__(self))  # type: ignore[attr-defined]
+
+    @check_hostname.setter
+    def check_hostname(self, value: bool) -> None:
+        state = _fallback(self)
+        if state is None:
+            _STDLIB.check_hostname.__set__(self, value)  # type: ignore[attr-defined]
+            return
+        state.check_hostname = bool(value)
+        if state.check_hostname and state.verify_mode == ssl.CERT_NONE:
+            state.verify_mode = ssl.CERT_REQUIRED  # as ssl.SSLContext does
+
+    # -- trust store bookkeeping (a capath is read lazily by OpenSSL)
+
+    def load_default_certs(self, purpose: ssl.Purpose = ssl.Purpose.SERVER_AUTH) -> None:
+        super().load_default_certs(purpose)
+        state = _fallback(self)
+        if state:
+            state.default_paths = True
+
+    def set_default_verify_paths(self) -> None:
+        super().set_default_verify_paths()
+        state = _fallback(self)
+        if state:
+            state.default_paths = True
+
+    def load_verify_locations(self, cafile: Any = None, capath: Any = None,
+                              cadata: Any = None) -> None:
+        super().load_verify_locations(cafile, capath, cadata)
+        state = _fallback(self)
+        if state and capath is not None:
+            import os
+
+            state.capaths.append(os.fspath(capath))
+
+
+def _setup(context: ssl.SSLContext, options: Options, default_paths: bool = False,
+           capaths: tuple[str, ...] = ()) -> None:
+    """Give ``context`` (an aia_ext.SSLContext) its engine."""
+    from .context import enable
+
+    if native.engine() == "native":
+        enable(context, **options._asdict())
+        return
+    state = _FallbackState(options, _STDLIB.verify_mode.__get__(context),  # type: ignore[attr-defined]
+                           bool(_STDLIB.check_hostname.__get__(context)),  # type: ignore[attr-defined]
+                           default_paths, list(capaths))
+    # OpenSSL must not verify (it would fail on the incomplete chain); the
+    # caller-facing values live in the state and are enforced after the
+    # handshake.  Order matters: check_hostname first, as ssl requires.
+    _STDLIB.check_hostname.__set__(context, False)  # type: ignore[attr-defined]
+    _STDLIB.verify_mode.__set__(context, ssl.CERT_NONE)  # type: ignore[attr-defined]
+    context.__dict__["_aia_fallback"] = state
+
+
+def adopt(context: ssl.SSLContext, options: dict[str, Any], default_paths: bool,
+          capaths: tuple[str, ...] = ()) -> SSLContext:
+    """Turn a freshly made standard context into an aia_ext.SSLContext, in place.
+
+    The layouts are identical (no new slots), so every default the standard
+    library chose for this Python version is kept exactly.  ``default_paths``
+    and ``capaths`` say what was loaded before the switch.
+    """
+    opts = make_options(options)
+    context.__class__ = SSLContext
+    context.__dict__.pop("_aia_fallback", None)
+    _setup(context, opts, default_paths, capaths)
+    return context  # type: ignore[return-value]
+
+
+def drop_fallback(context: ssl.SSLContext) -> bool:
+    """Put OpenSSL's verification back as the caller set it; False if not in fallback."""
+    state = _fallback(context)
+    if state is None:
+        return False
+    del context.__dict__["_aia_fallback"]
+    _STDLIB.verify_mode.__set__(context, state.verify_mode)  # type: ignore[attr-defined]
+    _STDLIB.check_hostname.__set__(context, state.check_hostname)  # type: ignore[attr-defined]
+    return True
+
+
+def set_options(context: ssl.SSLContext, options: dict[str, Any]) -> bool:
+    """Replace a fallback context's options; False if it is not in fallback mode."""
+    state = _fallback(context)
+    if state is None:
+        return False
+    state.options = make_options(options)
+    return True
+
+
+def _verify(owner: ssl.SSLSocket | ssl.SSLObject) -> None:
+    """Verify the peer of a completed client handshake in fallback mode."""
+    from . import fallback
+
+    context = owner.context
+    state = _fallback(context)
+    if state is None or owner.server_side or state.verify_mode == ssl.CERT_NONE:
+        return
+    sslobj = owner._sslobj  # type: ignore[union-attr]
+    getter = getattr(sslobj, "get_unverified_chain", None)  # 3.10+ (public on 3.13)
+    if getter is not None:
+        served = [c if isinstance(c, bytes) else c.public_bytes(ssl._ssl.ENCODING_DER)  # type: ignore[attr-defined]
+                  for c in (getter() or [])]
+    else:
+        leaf = owner.getpeercert(binary_form=True)
+        served = [leaf] if leaf else []
+    hostname = owner.server_hostname if state.check_hostname else None
+    session_id = fallback.verify_chain(served, context, hostname, state.options,
+                                       state.default_paths, tuple(state.capaths))
+    owner.__dict__["_aia_session"] = session_id
+
+
+class AIASSLSocket(ssl.SSLSocket):
+    """SSLSocket that, in fallback mode, verifies before the handshake returns."""
+
+    def do_handshake(self, block: bool = False) -> None:
+        super().do_handshake(block)
+        try:
+            _verify(self)
+        except ssl.SSLCertVerificationError:
+            self.close()  # nothing may travel on an unverified connection
+            raise
+
+
+class AIASSLObject(ssl.SSLObject):
+    """SSLObject (asyncio's) that, in fallback mode, verifies before the handshake returns."""
+
+    def do_handshake(self) -> None:
+        if self.__dict__.get("_aia_failed"):
+            raise self.__dict__["_aia_failed"]
+        super().do_handshake()
+        try:
+            _verify(self)
+        except ssl.SSLCertVerificationError as exc:
+            self.__dict__["_aia_failed"] = exc
+            raise
+
+    def read(self, len: int = 1024, buffer: Any = None) -> Any:
+        if self.__dict__.get("_aia_failed"):
+            raise self.__dict__["_aia_failed"]
+        return super().read(len, buffer)
+
+    def write(self, data: Any) -> int:
+        if self.__dict__.get("_aia_failed"):
+            raise self.__dict__["_aia_failed"]
+        return super().write(data)
+
+
+SSLContext.sslsocket_class = AIASSLSocket
+SSLContext.sslobject_class = AIASSLObject

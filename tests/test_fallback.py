@@ -1,0 +1,250 @@
+"""The fallback engine (AIA_EXT_ENGINE=fallback): verification after the handshake, in Python.
+
+Real handshakes against the same local servers as the native tests.  Where a
+verify code differs from the native engine's, the test says so and why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import http.client
+import socket
+import ssl
+import time
+import urllib.request
+
+import pytest
+from conftest import fetches_of, unique_path, verify_code
+
+import aia_ext
+from aia_ext._private.lab import issue, write_pem
+
+PARTIAL_CHAIN = getattr(ssl, "VERIFY_X509_PARTIAL_CHAIN", 0x80000)
+NOW = datetime.datetime.now(datetime.timezone.utc)
+DAY = datetime.timedelta(days=1)
+
+
+@pytest.fixture(autouse=True)
+def _fallback_engine(monkeypatch):
+    monkeypatch.setenv("AIA_EXT_ENGINE", "fallback")
+
+
+def ctx_for(root_file: str, **options: object) -> ssl.SSLContext:
+    ctx = aia_ext.create_default_context(cafile=root_file, **options)
+    assert "_aia_fallback" in ctx.__dict__  # really the fallback engine
+    return ctx
+
+
+def test_leaf_only_completes_with_one_fetch_then_cache(make_chain, server, aia, root_file):
+    chain = make_chain()
+    srv = server(chain.leaf)
+    assert verify_code(ssl.create_default_context(cafile=root_file), srv) == 20
+    ctx = ctx_for(root_file)
+    assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname  # as the caller sees it
+    assert verify_code(ctx, srv) == 0
+    assert verify_code(ctx, srv) == 0
+    assert fetches_of(aia, chain) == 1
+
+
+def test_two_missing_levels(make_chain, server, aia, root_file):
+    chain = make_chain(levels=2)
+    assert verify_code(ctx_for(root_file), server(chain.leaf)) == 0
+    assert [aia.hits[p] for p in chain.paths] == [1, 1]
+
+
+def test_complete_chain_needs_no_fetch(make_chain, server, aia, root_file):
+    chain = make_chain()
+    assert verify_code(ctx_for(root_file), server(chain.leaf, chain.intermediates)) == 0
+    assert fetches_of(aia, chain) == 0
+
+
+@pytest.mark.parametrize("case,expected", [
+    ("hostname", 62), ("expired", 10), ("not-yet-valid", 9), ("untrusted-root", 20),
+    ("self-signed-served", 19),
+])
+def test_verdicts_match_openssls_codes(case, expected, make_chain, server, aia, root, root_file):
+    hostname = "localhost"
+    if case == "hostname":
+        chain = make_chain()
+        leaf, hostname = chain.leaf, "other.example"
+    elif case in ("expired", "not-yet-valid"):
+        when = (dict(not_before=NOW - 9 * DAY, not_after=NOW - DAY) if case == "expired"
+                else dict(not_before=NOW + DAY, not_after=NOW + 9 * DAY))
+        leaf = make_chain(**when).leaf
+    elif case == "untrusted-root":
+        leaf = make_chain(issuer_root=issue("stranger", ca=True)).leaf
+    else:
+        fake = issue("aia_ext test root", ca=True)
+        leaf = issue("localhost", fake, aia=[aia.serve(unique_path(), fake.der)],
+                     dns=["localhost"])
+    assert verify_code(ctx_for(root_file), server(leaf), hostname) == expected
+
+
+def _differential_cases():
+    import pathlib
+    import sys
+
+    sys.path.insert(0, str(pathlib.Path(__file__).parent / "security"))
+    import test_differential
+
+    return test_differential.CASES
+
+
+DIFFERENTIAL = _differential_cases()
+
+
+@pytest.mark.parametrize("name", sorted(DIFFERENTIAL))
+def test_differential_against_plain_openssl(name, aia, root, root_file, server):
+    """The security suite's eight invalid chains: the fallback, given the chain
+    incomplete, rejects each with the code plain OpenSSL gives the complete one."""
+    url = aia.url(unique_path())
+    case = DIFFERENTIAL[name](root, url)
+    aia.serve(url.split(str(aia.port), 1)[1], b"".join(c.pem for c in case.intermediates))
+    plain = ssl.create_default_context(cafile=root_file)
+    expected = verify_code(plain, server(case.leaf, case.intermediates), case.hostname)
+    assert verify_code(ctx_for(root_file), server(case.leaf), case.hostname) == expected
+
+
+@pytest.mark.parametrize("partial_chain", [False, True])
+def test_fetched_intermediate_is_never_an_anchor(partial_chain, make_chain, server, root_file):
+    chain = make_chain(issuer_root=issue("stranger", ca=True))
+    ctx = ctx_for(root_file)
+    if partial_chain:
+        ctx.verify_flags |= PARTIAL_CHAIN
+    assert verify_code(ctx, server(chain.leaf)) == 20
+
+
+def test_cert_none_never_fetches(make_chain, server, aia, root_file):
+    chain = make_chain()
+    ctx = ctx_for(root_file)
+    with pytest.raises(ValueError, match="check_hostname"):
+        ctx.verify_mode = ssl.CERT_NONE  # as ssl.SSLContext refuses it
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    assert verify_code(ctx, server(chain.leaf)) == 0
+    assert fetches_of(aia, chain) == 0
+    ctx.check_hostname = True  # turns verification back on, as in ssl
+    assert ctx.verify_mode == ssl.CERT_REQUIRED
+
+
+@pytest.mark.parametrize("status,body", [(404, b""), (200, b"garbage")])
+def test_aia_failures_keep_code_20(status, body, server, aia, root, root_file):
+    inter = issue("Intermediate", root, ca=True)
+    url = aia.serve(unique_path(), body, status=status)
+    started = time.monotonic()
+    assert verify_code(ctx_for(root_file, timeout=2.0),
+                       server(issue("localhost", inter, aia=[url], dns=["localhost"]))) == 20
+    assert time.monotonic() - started < 3
+
+
+def test_no_application_data_on_an_unverified_connection(make_chain, server, root_file):
+    chain = make_chain(issuer_root=issue("stranger", ca=True))
+    srv = server(chain.leaf)
+    with pytest.raises(urllib.request.URLError) as info:
+        urllib.request.urlopen(srv.url, context=ctx_for(root_file), timeout=30)
+    assert isinstance(info.value.reason, ssl.SSLCertVerificationError)
+    assert info.value.reason.verify_code == 20
+    deadline = time.monotonic() + 5
+    while not srv.app_bytes and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert srv.app_bytes == [0]  # the request never left the client
+
+
+def test_clients(make_chain, server, aia, root_file):
+    chain = make_chain()
+    srv = server(chain.leaf)
+    ctx = ctx_for(root_file)
+    with urllib.request.urlopen(srv.url, context=ctx, timeout=30) as response:
+        assert response.read() == b"ok\n"
+    conn = http.client.HTTPSConnection("localhost", srv.port, context=ctx, timeout=30)
+    conn.request("GET", "/")
+    assert conn.getresponse().read() == b"ok\n"
+    conn.close()
+    urllib3 = pytest.importorskip("urllib3")
+    with urllib3.PoolManager(ssl_context=ctx) as pool:
+        assert pool.request("GET", srv.url).data == b"ok\n"
+    httpx = pytest.importorskip("httpx")
+    with httpx.Client(verify=ctx) as client:
+        assert client.get(srv.url).text == "ok\n"
+    assert fetches_of(aia, chain) == 1
+
+
+def test_asyncio_sslobject_path(make_chain, server, root_file):
+    good, bad = make_chain(), make_chain(issuer_root=issue("stranger", ca=True))
+    good_srv, bad_srv = server(good.leaf), server(bad.leaf)
+    ctx = ctx_for(root_file)
+
+    async def get(port: int) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx,
+                                                       server_hostname="localhost")
+        writer.write(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        data = await reader.read()
+        writer.close()
+        return data
+
+    assert asyncio.run(get(good_srv.port)).endswith(b"ok\n")
+    with pytest.raises(ssl.SSLCertVerificationError) as info:
+        asyncio.run(get(bad_srv.port))
+    assert info.value.verify_code == 20
+
+
+def test_report_under_fallback(make_chain, server, root_file):
+    chain = make_chain()
+    ctx = ctx_for(root_file)
+    with socket.create_connection(server(chain.leaf).address) as raw, \
+            ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+        report = aia_ext.report(tls)
+    assert report is not None and report.verified
+    assert [(f.url, f.source) for f in report.fetched] == [(chain.urls[0], "network")]
+
+
+def test_capath_only_store(make_chain, server, root, tmp_path):
+    # OpenSSL reads a capath lazily, so get_ca_certs() never lists it; the
+    # fallback reads the directory's files.
+    capath = tmp_path / "capath"
+    capath.mkdir()
+    write_pem(capath / "deadbeef.0", root)
+    chain = make_chain()
+    ctx = aia_ext.create_default_context(capath=str(capath))
+    assert ctx.get_ca_certs() == []
+    assert verify_code(ctx, server(chain.leaf)) == 0
+
+
+def test_enable_on_a_plain_context_points_to_what_works():
+    with pytest.raises(aia_ext.UnsupportedPlatformError,
+                       match=r"AIA_EXT_ENGINE=fallback.*create_default_context\(\)"):
+        aia_ext.enable(ssl.create_default_context())
+
+
+def test_enable_and_disable_a_fallback_context(make_chain, server, aia, root_file):
+    chain = make_chain()
+    srv = server(chain.leaf)
+    ctx = ctx_for(root_file)
+    aia_ext.enable(ctx, max_fetches=0)
+    assert verify_code(ctx, srv) == 20
+    aia_ext.disable(ctx)
+    assert not aia_ext.is_enabled(ctx)
+    assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname  # OpenSSL's own again
+    assert verify_code(ctx, srv) == 20
+    assert fetches_of(aia, chain) == 0
+
+
+def test_inject_under_fallback(make_chain, server, aia, root_file):
+    original = ssl.SSLContext
+    chain = make_chain()
+    aia_ext.inject_into_ssl()
+    try:
+        ctx = ssl.create_default_context(cafile=root_file)
+        assert isinstance(ctx, aia_ext.SSLContext) and aia_ext.is_enabled(ctx)
+        assert verify_code(ctx, server(chain.leaf)) == 0
+    finally:
+        aia_ext.extract_from_ssl()
+    assert ssl.SSLContext is original
+    assert fetches_of(aia, chain) == 1
+
+
+def test_engine_variable_is_validated(monkeypatch):
+    monkeypatch.setenv("AIA_EXT_ENGINE", "turbo")
+    with pytest.raises(ValueError, match="AIA_EXT_ENGINE"):
+        aia_ext.create_default_context()
