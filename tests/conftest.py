@@ -7,6 +7,7 @@ share cache entries; the cache is also cleared around each test.
 from __future__ import annotations
 
 import itertools
+import os
 import socket
 import ssl
 from collections.abc import Iterator, Sequence
@@ -37,6 +38,23 @@ def root() -> Cert:
 @pytest.fixture(scope="session")
 def root_file(root: Cert, tmp_path_factory: pytest.TempPathFactory) -> str:
     return write_pem(tmp_path_factory.mktemp("trust") / "root.pem", root)
+
+
+FALLBACK = os.environ.get("AIA_EXT_ENGINE", "").strip().lower() == "fallback"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "native_only: needs the native engine (skipped with AIA_EXT_ENGINE=fallback)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not FALLBACK:
+        return
+    skip = pytest.mark.skip(reason="tests the native engine itself; AIA_EXT_ENGINE=fallback")
+    for item in items:
+        if "native_only" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)
@@ -123,7 +141,7 @@ def healthy(make_chain: Callable[..., Chain], server: Callable[..., TLSServer],
 
     def check() -> None:
         chain = make_chain()
-        ctx = aia_ext.enable(ssl.create_default_context(cafile=root_file))
+        ctx = aia_ext.create_default_context(cafile=root_file)
         assert verify_code(ctx, server(chain.leaf)) == 0
 
     return check

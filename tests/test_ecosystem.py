@@ -90,6 +90,9 @@ def test_injected_urllib3_and_requests_defaults(make_chain, server, root_file, a
     assert fetches_of(aia, chain) == 1
 
 
+# Under the fallback engine truststore's own wrapper and aia_ext's do not yet
+# compose (the handshake fails with 20); tracked in the fallback issue.
+@pytest.mark.native_only
 @pytest.mark.parametrize("order", ["truststore-first", "aia-first"])
 def test_composes_with_truststore(order, make_chain, server, root_file, monkeypatch):
     truststore = pytest.importorskip("truststore")

@@ -248,3 +248,22 @@ def test_engine_variable_is_validated(monkeypatch):
     monkeypatch.setenv("AIA_EXT_ENGINE", "turbo")
     with pytest.raises(ValueError, match="AIA_EXT_ENGINE"):
         aia_ext.create_default_context()
+
+
+def test_getpeercert_matches_what_ssl_gives_a_verified_connection(make_chain, server, root,
+                                                                  root_file, monkeypatch):
+    # The fallback decodes the verified leaf itself (OpenSSL's verification is
+    # off underneath, so _ssl would give {}); urllib3 1.26 matches hostnames on it.
+    from aia_ext._private.peercert import decode
+
+    chain = make_chain()
+    srv = server(chain.leaf, chain.intermediates)
+    plain = ssl.create_default_context(cafile=root_file)
+    with socket.create_connection(srv.address) as raw, \
+            plain.wrap_socket(raw, server_hostname="localhost") as tls:
+        expected = tls.getpeercert()
+    assert decode(chain.leaf.der) == expected
+    with socket.create_connection(srv.address) as raw, \
+            ctx_for(root_file).wrap_socket(raw, server_hostname="localhost") as tls:
+        assert tls.getpeercert() == expected
+        assert tls.getpeercert(binary_form=True) == chain.leaf.der

@@ -12,6 +12,8 @@ import pytest
 
 from aia_ext._private import native
 
+pytestmark = pytest.mark.native_only
+
 PYPY = sys.implementation.name == "pypy"
 cpython_only = pytest.mark.skipif(
     PYPY, reason="CPython binds through _ssl.__file__; PyPy through _pypy_openssl (tested below)")

@@ -21,7 +21,7 @@ MARGIN = 1.5
 def tight_context(root_file: str, **options: object) -> ssl.SSLContext:
     settings: dict[str, object] = {"timeout": TIMEOUT, "deadline": DEADLINE}
     settings.update(options)
-    return aia_ext.enable(ssl.create_default_context(cafile=root_file), **settings)
+    return aia_ext.create_default_context(cafile=root_file, **settings)
 
 
 @contextmanager

@@ -150,10 +150,20 @@ def _served_chain(host: str, port: int, server_name: str | None) -> list[bytes]:
         with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT) as raw, \
                 recorder.wrap_socket(raw, server_hostname=server_name) as tls:
             # SSL_get_peer_cert_chain: exactly what was sent, on every Python
-            # (3.9 has no API for more than the leaf).
+            # (3.9 has no API for more than the leaf).  Without a reachable
+            # OpenSSL, the interpreter's own view.
             from . import native
 
-            return native.peer_chain(getattr(tls, "_sslobj", None))
+            try:
+                return native.peer_chain(getattr(tls, "_sslobj", None))
+            except AIAError:
+                getter = getattr(getattr(tls, "_sslobj", None), "get_unverified_chain", None)
+                if getter is not None:
+                    return [c if isinstance(c, bytes) else
+                            c.public_bytes(ssl._ssl.ENCODING_DER)  # type: ignore[attr-defined]
+                            for c in getter() or []]
+                leaf = tls.getpeercert(binary_form=True)
+                return [leaf] if leaf else []
     except (OSError, ssl.SSLError) as exc:
         raise DiagnosisError(f"cannot reach {host}:{port}: {exc}") from None
 
@@ -217,7 +227,6 @@ def diagnose(
     """
     from . import chase, native
     from .context import create_default_context, token_of
-    from .report import from_session, verify_message
 
     if at is not None and (not isinstance(at, datetime.datetime) or at.tzinfo is None):
         raise ValueError("at must be a timezone-aware datetime")
@@ -232,6 +241,8 @@ def diagnose(
     if len(ders) > 64:
         raise DiagnosisError("more than 64 certificates given")
 
+    if native.engine() == "fallback":
+        return _diagnose_fallback(label, context, ders, hostname, at)
     module = native.bind()
     ffi, lib = module.ffi, module.lib
     blobs = [ffi.from_buffer(d) for d in ders]
@@ -252,6 +263,16 @@ def diagnose(
     code = 0 if ok else int(lib.aia_ext_offline_error(handle, depth))
     chain = native.store_chain(lib.aia_ext_offline_store_ctx(handle)) if ok else []
     session = chase.finished(int(session_id[0])) if session_id[0] else None
+    return _result(label, hostname, at, ders, chain, ok, code,
+                   depth[0], session)
+
+
+def _result(label: str, hostname: str | None, at: datetime.datetime | None,
+            ders: list[bytes], chain: list[bytes], ok: bool, code: int, depth: int,
+            session: Any) -> Diagnosis:
+    """Assemble a Diagnosis from either engine's outcome."""
+    from .report import from_session, verify_message
+
     verified = _infos(chain)
     served = _infos(ders)
     if session is not None:
@@ -261,10 +282,29 @@ def diagnose(
     else:
         fetched, failed, missing = (), (), ()
     if not ok and code in (2, 20) and not missing:
-        missing = (f"issuer of {served[depth[0]].subject if depth[0] < len(served) else '?'}",)
+        missing = (f"issuer of {served[depth].subject if depth < len(served) else '?'}",)
     fixed = "".join(c.pem for c in verified[:-1]) if ok else None
     return Diagnosis(
         label, hostname, at.isoformat() if at else None, served, missing, fetched, failed,
         ok, code, "ok" if ok else verify_message(code), verified,
         session is not None, fixed,
     )
+
+
+def _diagnose_fallback(label: str, context: ssl.SSLContext, ders: list[bytes],
+                       hostname: str | None, at: datetime.datetime | None) -> Diagnosis:
+    """diagnose() through the fallback engine's verifier (no reachable OpenSSL)."""
+    from . import chase, fallback
+    from .sslcontext import _fallback
+
+    state = _fallback(context)
+    assert state is not None
+    try:
+        session_id, chain = fallback.verify_chain(
+            ders, context, hostname, state.options, state.default_paths,
+            tuple(state.capaths), at)
+        ok, code = True, 0
+    except ssl.SSLCertVerificationError as exc:
+        session_id, chain, ok, code = getattr(exc, "aia_session", 0), [], False, exc.verify_code
+    session = chase.finished(session_id) if session_id else None
+    return _result(label, hostname, at, ders, chain, ok, code, 0, session)

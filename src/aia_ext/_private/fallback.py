@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import logging
 import os
 import ssl
 import threading
+import warnings
 from typing import TYPE_CHECKING, Any
 
 from .der import DERError, ParsedCertificate, names_match, parse_certificate
@@ -134,12 +136,25 @@ def trust_anchors(context: ssl.SSLContext, default_paths: bool,
 
 # ---- Verification --------------------------------------------------------
 
+def _load(der: bytes) -> Any:
+    """cryptography's Certificate for ``der``, without its deprecation warnings.
+
+    These are other people's certificates, which OpenSSL accepts; some real
+    ones (a root with a non-positive serial) make cryptography warn.
+    """
+    from cryptography import x509
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return x509.load_der_x509_certificate(der)
+
+
 def _key_ids(der: bytes) -> tuple[bytes | None, bytes | None]:
     """(authority key identifier, subject key identifier) of a certificate."""
     from cryptography import x509
 
     try:
-        cert = x509.load_der_x509_certificate(der)
+        cert = _load(der)
     except Exception:  # noqa: BLE001 - unreadable: no identifiers to compare
         return None, None
     aki = ski = None
@@ -197,10 +212,9 @@ def _classify(message: str, chain: list[ParsedCertificate], at: datetime.datetim
     text = message.lower()
     if "not valid at validation time" in text:
         now = at.timestamp()
-        from cryptography import x509
 
         for cert in chain:
-            loaded = x509.load_der_x509_certificate(cert.der)
+            loaded = _load(cert.der)
             if now > loaded.not_valid_after_utc.timestamp():
                 return 10
             if now < loaded.not_valid_before_utc.timestamp():
@@ -223,16 +237,38 @@ def _classify(message: str, chain: list[ParsedCertificate], at: datetime.datetim
     return 1
 
 
+@functools.lru_cache(maxsize=16)
+def _anchors(ders: tuple[bytes, ...]) -> tuple[list[ParsedCertificate], Any]:
+    """Parsed anchors and cryptography's Store for one trust set, built once.
+
+    A system store holds ~150 roots; parsing them on every handshake would
+    cost milliseconds.  Some real roots trip cryptography's deprecation
+    warnings (non-positive serials); they are the user's trust store, which
+    OpenSSL accepts, so the warnings are not ours to raise.
+    """
+    from cryptography.x509.verification import Store
+
+    parsed, loaded = [], []
+    for der in ders:
+        try:
+            parsed.append(parse_certificate(der))
+            loaded.append(_load(der))
+        except Exception:  # noqa: BLE001 - DERError or cryptography's errors
+            log.debug("fallback: skipping an unreadable trust anchor")
+    return parsed, (Store(loaded) if loaded else None)
+
+
 def verify_chain(served: list[bytes], context: ssl.SSLContext, hostname: str | None,
                  options: Options, default_paths: bool, capaths: tuple[str, ...],
-                 at: datetime.datetime | None = None) -> int:
+                 at: datetime.datetime | None = None) -> tuple[int, list[bytes]]:
     """Verify ``served`` (DER, leaf first), completing it by AIA.
 
-    Returns the chase session id (0 when no chase was needed); raises
-    ``ssl.SSLCertVerificationError`` when the chain does not verify.
+    Returns (the chase session id, 0 when no chase was needed; the verified
+    chain, DER, leaf first); raises ``ssl.SSLCertVerificationError`` when the
+    chain does not verify.
     """
-    from cryptography import x509
-    from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from cryptography.x509.verification import PolicyBuilder, VerificationError
 
     from . import chase
 
@@ -241,15 +277,12 @@ def verify_chain(served: list[bytes], context: ssl.SSLContext, hostname: str | N
     at = at or datetime.datetime.now(datetime.timezone.utc)
     try:
         leaf = parse_certificate(served[0])
-        pool = [parse_certificate(d) for d in served[1:]] + list(options.intermediates)
+        # The intermediates pool is consulted by the chase, as in the native
+        # engine, so that reports show it as the source.
+        pool = [parse_certificate(d) for d in served[1:]]
     except DERError as exc:
         raise verification_error(1, f"unreadable certificate: {exc}") from None
-    anchors = []
-    for der in trust_anchors(context, default_paths, capaths):
-        try:
-            anchors.append(parse_certificate(der))
-        except DERError:
-            log.debug("fallback: skipping an unreadable trust anchor")
+    anchors, store = _anchors(tuple(trust_anchors(context, default_paths, capaths)))
 
     session: chase.Session | None = None
 
@@ -263,6 +296,7 @@ def verify_chain(served: list[bytes], context: ssl.SSLContext, hostname: str | N
         return 1
 
     code = 0
+    verified: list[bytes] = []
     for _round in range(32):
         outcome, cert, depth = _walk(leaf, pool, anchors)
         if outcome != "missing":
@@ -275,22 +309,26 @@ def verify_chain(served: list[bytes], context: ssl.SSLContext, hostname: str | N
         code = 20  # no path to a trust anchor: the original verdict, as in the native engine
     elif outcome == "self-signed":
         code = 18 if depth == 0 else 19
+    elif store is None:
+        code = 20
     else:
-        builder = PolicyBuilder().store(
-            Store([x509.load_der_x509_certificate(a.der) for a in anchors])).time(at)
+        builder = PolicyBuilder().store(store).time(at)
         subject: Any = _subject(hostname) if hostname else _any_subject(leaf)
         try:
-            builder.build_server_verifier(subject).verify(
-                x509.load_der_x509_certificate(leaf.der),
-                [x509.load_der_x509_certificate(c.der) for c in pool])
+            path = builder.build_server_verifier(subject).verify(
+                _load(leaf.der), [_load(c.der) for c in pool])
+            verified = [c.public_bytes(Encoding.DER) for c in path]
         except VerificationError as exc:
             code = _classify(str(exc), [leaf, *pool], at)
             log.debug("fallback: verification failed (%s): %s", code, exc)
     if session is not None:
         chase.done(session.id, code == 0, code or 0, 0)
+    session_id = session.id if session is not None else 0
     if code:
-        raise verification_error(code)
-    return session.id if session is not None else 0
+        error = verification_error(code)
+        error.aia_session = session_id  # type: ignore[attr-defined]  # for diagnose()
+        raise error
+    return session_id, verified
 
 
 def _subject(hostname: str) -> Any:
@@ -308,7 +346,7 @@ def _any_subject(leaf: ParsedCertificate) -> Any:
     """With check_hostname off, any name of the leaf: the path is what is judged."""
     from cryptography import x509
 
-    cert = x509.load_der_x509_certificate(leaf.der)
+    cert = _load(leaf.der)
     try:
         names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         for name in names:

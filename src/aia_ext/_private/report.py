@@ -57,7 +57,7 @@ class Report:
     verify_message: str
     fetched: tuple[FetchedCertificate, ...]
     failed: tuple[FailedURL, ...]
-    #: DER certificates, leaf first, as OpenSSL verified them (3.10+; empty
+    #: DER certificates, leaf first, as verified (native engine: 3.10+; empty
     #: where the interpreter cannot say, or when verification failed).
     verified_chain: tuple[bytes, ...]
     network_fetches: int
@@ -108,10 +108,14 @@ def report(conn: object) -> Report | None:
     """
     from . import chase
 
-    fallback_session = getattr(conn, "__dict__", {}).get("_aia_session")
+    # A low-level socket (httpx's "ssl_object") leads to its wrapper by `owner`.
+    wrapper = getattr(conn, "owner", None) or conn
+    fallback_session = getattr(wrapper, "__dict__", {}).get("_aia_session")
     if fallback_session is not None:  # verified by the fallback engine
         session = chase.finished(fallback_session) if fallback_session else None
-        return from_session(session, ()) if session is not None else None
+        if session is None:
+            return None
+        return from_session(session, wrapper.__dict__.get("_aia_chain", ()))
     low_level = native.low_level_socket_type()
     if isinstance(conn, (ssl.SSLSocket, ssl.SSLObject)):
         sslobj = getattr(conn, "_sslobj", None)

@@ -21,9 +21,31 @@ from .options import Options, make_options
 
 __all__ = ["SSLContext", "adopt", "drop_fallback", "set_options"]
 
-# The standard library's class, even if ssl.SSLContext names truststore's now;
-# its descriptors hold OpenSSL's own verify_mode and check_hostname.
+# The standard library's class, even if ssl.SSLContext names truststore's now.
 _STDLIB = stdlib_context_class()
+# Its C base (_ssl._SSLContext; PyPy's _cffi_ssl one) holds OpenSSL's own
+# verify_mode and check_hostname.  Those descriptors are used directly: ssl.py's
+# property setters look up the name ssl.SSLContext, and recurse forever once
+# truststore has rebound it to a subclass.
+_CBASE = _STDLIB.__mro__[1]
+
+
+def _openssl_verify_mode(context: object) -> ssl.VerifyMode:
+    return ssl.VerifyMode(_CBASE.verify_mode.__get__(context))  # type: ignore[attr-defined]
+
+
+def _openssl_check_hostname(context: object) -> bool:
+    return bool(_CBASE.check_hostname.__get__(context))  # type: ignore[attr-defined]
+
+
+def _set_openssl(context: object, verify_mode: ssl.VerifyMode, check_hostname: bool) -> None:
+    # Order matters, as in ssl: hostname checks need verification on.
+    if check_hostname:
+        _CBASE.verify_mode.__set__(context, verify_mode)  # type: ignore[attr-defined]
+        _CBASE.check_hostname.__set__(context, True)  # type: ignore[attr-defined]
+    else:
+        _CBASE.check_hostname.__set__(context, False)  # type: ignore[attr-defined]
+        _CBASE.verify_mode.__set__(context, verify_mode)  # type: ignore[attr-defined]
 if TYPE_CHECKING:
     _Base = ssl.SSLContext
 else:
@@ -57,13 +79,13 @@ class SSLContext(_Base):
     @property  # type: ignore[override]
     def verify_mode(self) -> ssl.VerifyMode:
         state = _fallback(self)
-        return state.verify_mode if state else _STDLIB.verify_mode.__get__(self)  # type: ignore[attr-defined]
+        return state.verify_mode if state else _openssl_verify_mode(self)
 
     @verify_mode.setter
     def verify_mode(self, value: ssl.VerifyMode) -> None:
         state = _fallback(self)
         if state is None:
-            _STDLIB.verify_mode.__set__(self, value)  # type: ignore[attr-defined]
+            _CBASE.verify_mode.__set__(self, value)  # type: ignore[attr-defined]
             return
         mode = ssl.VerifyMode(value)
         if mode == ssl.CERT_NONE and state.check_hostname:
@@ -73,13 +95,13 @@ class SSLContext(_Base):
     @property
     def check_hostname(self) -> bool:
         state = _fallback(self)
-        return state.check_hostname if state else bool(_STDLIB.check_hostname.__get__(self))  # type: ignore[attr-defined]
+        return state.check_hostname if state else _openssl_check_hostname(self)
 
     @check_hostname.setter
     def check_hostname(self, value: bool) -> None:
         state = _fallback(self)
         if state is None:
-            _STDLIB.check_hostname.__set__(self, value)  # type: ignore[attr-defined]
+            _CBASE.check_hostname.__set__(self, value)  # type: ignore[attr-defined]
             return
         state.check_hostname = bool(value)
         if state.check_hostname and state.verify_mode == ssl.CERT_NONE:
@@ -117,14 +139,11 @@ def _setup(context: ssl.SSLContext, options: Options, default_paths: bool = Fals
     if native.engine() == "native":
         enable(context, **options._asdict())
         return
-    state = _FallbackState(options, _STDLIB.verify_mode.__get__(context),  # type: ignore[attr-defined]
-                           bool(_STDLIB.check_hostname.__get__(context)),  # type: ignore[attr-defined]
-                           default_paths, list(capaths))
+    state = _FallbackState(options, _openssl_verify_mode(context),
+                           _openssl_check_hostname(context), default_paths, list(capaths))
     # OpenSSL must not verify (it would fail on the incomplete chain); the
-    # caller-facing values live in the state and are enforced after the
-    # handshake.  Order matters: check_hostname first, as ssl requires.
-    _STDLIB.check_hostname.__set__(context, False)  # type: ignore[attr-defined]
-    _STDLIB.verify_mode.__set__(context, ssl.CERT_NONE)  # type: ignore[attr-defined]
+    # caller-facing values live in the state and are enforced after the handshake.
+    _set_openssl(context, ssl.CERT_NONE, False)
     context.__dict__["_aia_fallback"] = state
 
 
@@ -149,8 +168,7 @@ def drop_fallback(context: ssl.SSLContext) -> bool:
     if state is None:
         return False
     del context.__dict__["_aia_fallback"]
-    _STDLIB.verify_mode.__set__(context, state.verify_mode)  # type: ignore[attr-defined]
-    _STDLIB.check_hostname.__set__(context, state.check_hostname)  # type: ignore[attr-defined]
+    _set_openssl(context, state.verify_mode, state.check_hostname)
     return True
 
 
@@ -180,9 +198,25 @@ def _verify(owner: ssl.SSLSocket | ssl.SSLObject) -> None:
         leaf = owner.getpeercert(binary_form=True)
         served = [leaf] if leaf else []
     hostname = owner.server_hostname if state.check_hostname else None
-    session_id = fallback.verify_chain(served, context, hostname, state.options,
-                                       state.default_paths, tuple(state.capaths))
+    session_id, chain = fallback.verify_chain(served, context, hostname, state.options,
+                                              state.default_paths, tuple(state.capaths))
     owner.__dict__["_aia_session"] = session_id
+    owner.__dict__["_aia_chain"] = tuple(chain)
+
+
+def _peercert(owner: Any, binary_form: bool) -> Any:
+    """getpeercert() for a connection the fallback verified.
+
+    With OpenSSL's verification off underneath, _ssl returns {} for the
+    decoded form; clients such as urllib3 1.26 (pip's) read it to match the
+    hostname themselves, so the verified leaf is decoded here instead.
+    """
+    chain = owner.__dict__.get("_aia_chain")
+    if binary_form or not chain:
+        return None
+    from .peercert import decode
+
+    return decode(chain[0])
 
 
 class AIASSLSocket(ssl.SSLSocket):
@@ -195,6 +229,9 @@ class AIASSLSocket(ssl.SSLSocket):
         except ssl.SSLCertVerificationError:
             self.close()  # nothing may travel on an unverified connection
             raise
+
+    def getpeercert(self, binary_form: bool = False) -> Any:
+        return _peercert(self, binary_form) or super().getpeercert(binary_form)
 
 
 class AIASSLObject(ssl.SSLObject):
@@ -209,6 +246,9 @@ class AIASSLObject(ssl.SSLObject):
         except ssl.SSLCertVerificationError as exc:
             self.__dict__["_aia_failed"] = exc
             raise
+
+    def getpeercert(self, binary_form: bool = False) -> Any:
+        return _peercert(self, binary_form) or super().getpeercert(binary_form)
 
     def read(self, len: int = 1024, buffer: Any = None) -> Any:
         if self.__dict__.get("_aia_failed"):
