@@ -74,7 +74,6 @@ class MemoryCache:
         self._entries: OrderedDict[str, CacheEntry] = OrderedDict()
         self._flights: dict[str, _Flight] = {}
         self._lock = threading.Lock()
-        self.network_fetches = 0  # for tests and benchmarks
 
     def get(self, url: str) -> CacheEntry | None:
         """A fresh entry for ``url``, or None."""
@@ -117,8 +116,6 @@ class MemoryCache:
     def _lead(self, url: str, flight: _Flight, fetch: Callable[[], CacheEntry]) -> CacheEntry:
         entry: CacheEntry | None = None
         try:
-            with self._lock:
-                self.network_fetches += 1
             entry = fetch()
             if entry.shareable:
                 self._store(entry)
@@ -144,7 +141,6 @@ class MemoryCache:
         """Forget every entry (fetches under way finish normally)."""
         with self._lock:
             self._entries.clear()
-            self.network_fetches = 0
 
     def _after_fork_in_child(self) -> None:
         # A lock held by another thread at fork() stays held forever in the

@@ -149,21 +149,9 @@ def _served_chain(host: str, port: int, server_name: str | None) -> list[bytes]:
     try:
         with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT) as raw, \
                 recorder.wrap_socket(raw, server_hostname=server_name) as tls:
-            # SSL_get_peer_cert_chain: exactly what was sent, on every Python
-            # (3.9 has no API for more than the leaf).  Without a reachable
-            # OpenSSL, the interpreter's own view.
             from . import native
 
-            try:
-                return native.peer_chain(getattr(tls, "_sslobj", None))
-            except AIAError:
-                getter = getattr(getattr(tls, "_sslobj", None), "get_unverified_chain", None)
-                if getter is not None:
-                    return [c if isinstance(c, bytes) else
-                            c.public_bytes(ssl._ssl.ENCODING_DER)  # type: ignore[attr-defined]
-                            for c in getter() or []]
-                leaf = tls.getpeercert(binary_form=True)
-                return [leaf] if leaf else []
+            return native.served_chain(tls)
     except (OSError, ssl.SSLError) as exc:
         raise DiagnosisError(f"cannot reach {host}:{port}: {exc}") from None
 

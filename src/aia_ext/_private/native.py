@@ -216,6 +216,26 @@ def peer_chain(sslobj: object) -> list[bytes]:
     return _indexed_ders(lambda i, out, n: int(lib.aia_ext_peer_chain_der(ssl_ptr, i, out, n)))
 
 
+def served_chain(conn: Any) -> list[bytes]:
+    """What the peer of an SSLSocket/SSLObject sent (DER, leaf first), verified or not.
+
+    OpenSSL's SSL_get_peer_cert_chain where the library is reachable (every
+    Python version); else the interpreter's get_unverified_chain (3.10+);
+    else the leaf alone (3.9 without a reachable OpenSSL).
+    """
+    sslobj = getattr(conn, "_sslobj", None)
+    try:
+        return peer_chain(sslobj)
+    except UnsupportedPlatformError:
+        pass
+    getter = getattr(sslobj, "get_unverified_chain", None)
+    if getter is not None:
+        return [c if isinstance(c, bytes) else c.public_bytes(ssl._ssl.ENCODING_DER)  # type: ignore[attr-defined]
+                for c in getter() or []]
+    leaf = conn.getpeercert(binary_form=True)
+    return [leaf] if leaf else []
+
+
 def store_chain(store_ctx: Any) -> list[bytes]:
     """The chain the last X509_verify_cert built in ``store_ctx`` (leaf first)."""
     lib = bind().lib

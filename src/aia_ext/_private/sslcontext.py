@@ -189,14 +189,7 @@ def _verify(owner: ssl.SSLSocket | ssl.SSLObject) -> None:
     state = _fallback(context)
     if state is None or owner.server_side or state.verify_mode == ssl.CERT_NONE:
         return
-    sslobj = owner._sslobj  # type: ignore[union-attr]
-    getter = getattr(sslobj, "get_unverified_chain", None)  # 3.10+ (public on 3.13)
-    if getter is not None:
-        served = [c if isinstance(c, bytes) else c.public_bytes(ssl._ssl.ENCODING_DER)  # type: ignore[attr-defined]
-                  for c in (getter() or [])]
-    else:
-        leaf = owner.getpeercert(binary_form=True)
-        served = [leaf] if leaf else []
+    served = native.served_chain(owner)
     hostname = owner.server_hostname if state.check_hostname else None
     session_id, chain = fallback.verify_chain(served, context, hostname, state.options,
                                               state.default_paths, tuple(state.capaths))
