@@ -10,6 +10,7 @@ import itertools
 import os
 import socket
 import ssl
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -147,6 +148,24 @@ def healthy(make_chain: Callable[..., Chain], server: Callable[..., TLSServer],
     return check
 
 
+def drip(interval: float, count: int) -> Callable[[Any], None]:
+    """An AIA handler sending a ``count``-byte body one byte per ``interval`` seconds."""
+
+    def handler(request: Any) -> None:
+        request.send_response(200)
+        request.send_header("Content-Length", str(count))
+        request.end_headers()
+        try:
+            for _ in range(count):
+                request.wfile.write(b"\x30")
+                request.wfile.flush()
+                time.sleep(interval)
+        except OSError:
+            pass  # the client gave up, as it should
+
+    return handler
+
+
 def handshake(context: ssl.SSLContext, srv: TLSServer,
               hostname: str = "localhost") -> ssl.SSLSocket:
     """One real TLS handshake to ``srv``; returns the (closed) socket."""
@@ -181,6 +200,7 @@ __all__ = [
     "Chain",
     "cache",
     "chain_lengths",
+    "drip",
     "encode",
     "fetches_of",
     "handshake",

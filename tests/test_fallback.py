@@ -267,3 +267,24 @@ def test_getpeercert_matches_what_ssl_gives_a_verified_connection(make_chain, se
             ctx_for(root_file).wrap_socket(raw, server_hostname="localhost") as tls:
         assert tls.getpeercert() == expected
         assert tls.getpeercert(binary_form=True) == chain.leaf.der
+
+
+@pytest.mark.parametrize("serial", [0x1, 0x10, 0xABC, 0x5492AC2FC8F35493DCE52FF4923461817EDD35F,
+                                    0x1234])
+def test_getpeercert_serial_is_printed_in_whole_bytes(serial, root, tmp_path):
+    # Found by CI: a random serial with an odd number of hex digits lost _ssl's
+    # leading zero.  Compare with _ssl's own decoding of the same certificate.
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from aia_ext._private.peercert import decode
+
+    cert = (x509.CertificateBuilder().subject_name(root.cert.subject)
+            .issuer_name(root.cert.subject).public_key(root.key.public_key())
+            .serial_number(serial).not_valid_before(NOW - DAY).not_valid_after(NOW + DAY)
+            .sign(root.key, hashes.SHA256()))
+    path = tmp_path / "c.pem"
+    path.write_bytes(cert.public_bytes(Encoding.PEM))
+    expected = ssl._ssl._test_decode_cert(str(path))  # type: ignore[attr-defined]
+    assert decode(cert.public_bytes(Encoding.DER))["serialNumber"] == expected["serialNumber"]

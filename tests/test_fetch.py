@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import fetches_of, unique_path, verify_code
+from conftest import drip, fetches_of, unique_path, verify_code
 
 import aia_ext
 from aia_ext._private.errors import FetchError
@@ -102,19 +102,7 @@ def test_http_error_status(aia):
 
 
 def test_slow_drip_is_cut_at_the_timeout(aia):
-    def drip(handler):
-        handler.send_response(200)
-        handler.send_header("Content-Length", "1000")
-        handler.end_headers()
-        try:
-            for _ in range(1000):
-                handler.wfile.write(b"x")
-                handler.wfile.flush()
-                time.sleep(0.1)
-        except OSError:
-            pass
-
-    url = aia.serve(unique_path(), b"", handler=drip)
+    url = aia.serve(unique_path(), b"", handler=drip(0.1, 1000))
     started = time.monotonic()
     assert reason_of(url, timeout=0.6) == "timeout"
     assert time.monotonic() - started < 0.6 + 0.5

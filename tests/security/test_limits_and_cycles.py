@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import logging
-import time
 
 import pytest
-from conftest import unique_path, verify_code
+from conftest import drip, unique_path, verify_code
 from hostile import DEADLINE, MARGIN, TIMEOUT, bounded, tight_context
 
 from aia_ext._private.lab import Cert, issue
@@ -16,27 +15,13 @@ def _path(aia, url: str) -> str:
     return url.split(str(aia.port), 1)[1]
 
 
-def _drip(handler) -> None:
-    """One byte a second, forever (well, for a minute)."""
-    handler.send_response(200)
-    handler.send_header("Content-Length", "60")
-    handler.end_headers()
-    try:
-        for _ in range(60):
-            handler.wfile.write(b"\x30")
-            handler.wfile.flush()
-            time.sleep(1)
-    except OSError:
-        pass
-
-
 def _leaf(inter: Cert, urls: list[str]) -> Cert:
     return issue("localhost", inter, aia=urls, dns=["localhost"])
 
 
 def test_slow_drip_is_cut_at_the_per_fetch_timeout(aia, root, root_file, server, healthy):
     inter = issue("Intermediate", root, ca=True)
-    url = aia.serve(unique_path(), b"", handler=_drip)
+    url = aia.serve(unique_path(), b"", handler=drip(1.0, 60))
     ctx = tight_context(root_file, timeout=TIMEOUT, deadline=DEADLINE * 5)
     with bounded(TIMEOUT + MARGIN):
         assert verify_code(ctx, server(_leaf(inter, [url]))) == 20
@@ -45,7 +30,7 @@ def test_slow_drip_is_cut_at_the_per_fetch_timeout(aia, root, root_file, server,
 
 def test_slow_drips_are_cut_at_the_overall_deadline(aia, root, root_file, server, healthy):
     inter = issue("Intermediate", root, ca=True)
-    urls = [aia.serve(unique_path(), b"", handler=_drip) for _ in range(5)]
+    urls = [aia.serve(unique_path(), b"", handler=drip(1.0, 60)) for _ in range(5)]
     # Five URLs x 1 s each would take 5 s; the 2 s deadline stops it first.
     with bounded(DEADLINE + MARGIN):
         assert verify_code(tight_context(root_file), server(_leaf(inter, urls))) == 20

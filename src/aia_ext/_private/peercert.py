@@ -36,6 +36,12 @@ def _time(value: Any) -> str:
     return f"{value:%b} {value.day:2d} {value:%H:%M:%S %Y} GMT"
 
 
+def _serial(number: int) -> str:
+    # i2a_ASN1_INTEGER prints whole bytes: an even number of hex digits.
+    text = format(number, "X")
+    return "0" + text if len(text) % 2 else text
+
+
 def decode(der: bytes) -> dict[str, Any]:
     """The dictionary ``SSLSocket.getpeercert()`` gives for ``der``."""
     from cryptography import x509
@@ -45,7 +51,7 @@ def decode(der: bytes) -> dict[str, Any]:
         "subject": _name(cert.subject),
         "issuer": _name(cert.issuer),
         "version": cert.version.value + 1,
-        "serialNumber": format(cert.serial_number, "X").rjust(2, "0"),
+        "serialNumber": _serial(cert.serial_number),
         "notBefore": _time(cert.not_valid_before_utc),
         "notAfter": _time(cert.not_valid_after_utc),
     }
