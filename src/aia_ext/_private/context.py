@@ -55,8 +55,13 @@ def enable(context: ssl.SSLContext, **options: Any) -> ssl.SSLContext:
     """Install AIA chasing on ``context`` in place and return it.
 
     Enabling again replaces the options; nothing else about the context's
-    verification changes.
+    verification changes.  Also accepts an ``OpenSSL.SSL.Context`` (pyOpenSSL),
+    completed through its verify callback.
     """
+    from .pyopenssl import enable_pyopenssl, is_pyopenssl_context
+
+    if is_pyopenssl_context(context):
+        return enable_pyopenssl(context, options)  # type: ignore[no-any-return]
     _require_context(context)
     opts = make_options(options)
     if native.engine() == "fallback":
@@ -79,6 +84,10 @@ def enable(context: ssl.SSLContext, **options: Any) -> ssl.SSLContext:
 
 def disable(context: ssl.SSLContext) -> ssl.SSLContext:
     """Remove AIA chasing from ``context`` (a no-op if it was not enabled)."""
+    from .pyopenssl import disable_pyopenssl, is_pyopenssl_context
+
+    if is_pyopenssl_context(context):
+        return disable_pyopenssl(context)  # type: ignore[no-any-return]
     _require_context(context)
     from . import sslcontext
 
@@ -99,6 +108,10 @@ def token_of(context: ssl.SSLContext) -> int:
 
 def is_enabled(context: ssl.SSLContext) -> bool:
     """Whether ``enable()`` is in force on ``context``."""
+    from .pyopenssl import is_pyopenssl_context, pyopenssl_enabled
+
+    if is_pyopenssl_context(context):
+        return pyopenssl_enabled(context)
     _require_context(context)
     if "_aia_fallback" in getattr(context, "__dict__", {}):
         return True
