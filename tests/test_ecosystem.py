@@ -90,9 +90,6 @@ def test_injected_urllib3_and_requests_defaults(make_chain, server, root_file, a
     assert fetches_of(aia, chain) == 1
 
 
-# Under the fallback engine truststore's own wrapper and aia_ext's do not yet
-# compose (the handshake fails with 20); tracked in the fallback issue.
-@pytest.mark.native_only
 @pytest.mark.parametrize("order", ["truststore-first", "aia-first"])
 def test_composes_with_truststore(order, make_chain, server, root_file, monkeypatch):
     truststore = pytest.importorskip("truststore")
@@ -177,9 +174,6 @@ def _pip_download(index_url: str, dest, root_file: str, pythonpath: str | None):
         capture_output=True, text=True, env=env, timeout=180)
 
 
-# pip >= 24.2 verifies through truststore, which does not yet compose with the
-# fallback engine (see test_composes_with_truststore); native engine only.
-@pytest.mark.native_only
 def test_pip_download_fails_plainly_and_succeeds_injected(package_index, root_file, tmp_path,
                                                           aia):
     index_url, filename, chain = package_index

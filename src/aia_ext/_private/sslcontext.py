@@ -107,6 +107,34 @@ class SSLContext(_Base):
         if state.check_hostname and state.verify_mode == ssl.CERT_NONE:
             state.verify_mode = ssl.CERT_REQUIRED  # as ssl.SSLContext does
 
+    # -- composing with wrappers that reconfigure the context (truststore)
+
+    @property
+    def sslsocket_class(self) -> type[ssl.SSLSocket]:
+        return self.__dict__.get("_aia_sslsocket_class", AIASSLSocket)  # type: ignore[no-any-return]
+
+    @sslsocket_class.setter
+    def sslsocket_class(self, cls: type[ssl.SSLSocket]) -> None:
+        # truststore assigns its own class here; ours must still verify, so the
+        # assigned class is combined with the verifying one, not replaced.
+        self.__dict__["_aia_sslsocket_class"] = _combine(AIASSLSocket, cls)
+
+    @property
+    def sslobject_class(self) -> type[ssl.SSLObject]:
+        return self.__dict__.get("_aia_sslobject_class", AIASSLObject)  # type: ignore[no-any-return]
+
+    @sslobject_class.setter
+    def sslobject_class(self, cls: type[ssl.SSLObject]) -> None:
+        self.__dict__["_aia_sslobject_class"] = _combine(AIASSLObject, cls)
+
+    def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
+        _take_over_openssl_settings(self)
+        return super().wrap_socket(*args, **kwargs)
+
+    def wrap_bio(self, *args: Any, **kwargs: Any) -> ssl.SSLObject:
+        _take_over_openssl_settings(self)
+        return super().wrap_bio(*args, **kwargs)
+
     # -- trust store bookkeeping (a capath is read lazily by OpenSSL)
 
     def load_default_certs(self, purpose: ssl.Purpose = ssl.Purpose.SERVER_AUTH) -> None:
@@ -129,6 +157,29 @@ class SSLContext(_Base):
             import os
 
             state.capaths.append(os.fspath(capath))
+
+
+def _combine(ours: type, theirs: type) -> type:
+    """A class doing both: ``ours`` (verification) around ``theirs``."""
+    if issubclass(theirs, ours):
+        return theirs
+    return type(f"AIA{theirs.__name__}", (ours, theirs), {})
+
+
+def _take_over_openssl_settings(context: ssl.SSLContext) -> None:
+    """Before a connection: OpenSSL's own verification must stay off in fallback mode.
+
+    A wrapper may have set it through the C base's descriptors (truststore's
+    verify_mode setter does), which bypasses our properties; what it set is
+    what the caller wants enforced, so it moves into the state.
+    """
+    state = _fallback(context)
+    if state is None:
+        return
+    mode, hostname = _openssl_verify_mode(context), _openssl_check_hostname(context)
+    if mode != ssl.CERT_NONE or hostname:
+        state.verify_mode, state.check_hostname = mode, hostname
+        _set_openssl(context, ssl.CERT_NONE, False)
 
 
 def _setup(context: ssl.SSLContext, options: Options, default_paths: bool = False,
@@ -254,5 +305,3 @@ class AIASSLObject(ssl.SSLObject):
         return super().write(data)
 
 
-SSLContext.sslsocket_class = AIASSLSocket
-SSLContext.sslobject_class = AIASSLObject
