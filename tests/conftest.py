@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
@@ -90,7 +91,7 @@ class Chain:
 
     @property
     def paths(self) -> list[str]:
-        return ["/" + u.split("/", 3)[3] for u in self.urls]
+        return [urlsplit(u).path for u in self.urls]
 
 
 @pytest.fixture

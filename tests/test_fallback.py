@@ -100,7 +100,7 @@ def test_differential_against_plain_openssl(name, aia, root, root_file, server):
     incomplete, rejects each with the code plain OpenSSL gives the complete one."""
     url = aia.url(unique_path())
     case = DIFFERENTIAL[name](root, url)
-    aia.serve(url.split(str(aia.port), 1)[1], b"".join(c.pem for c in case.intermediates))
+    aia.serve(aia.path_of(url), b"".join(c.pem for c in case.intermediates))
     plain = ssl.create_default_context(cafile=root_file)
     expected = verify_code(plain, server(case.leaf, case.intermediates), case.hostname)
     assert verify_code(ctx_for(root_file), server(case.leaf), case.hostname) == expected

@@ -89,7 +89,7 @@ def test_hostile_intermediate_is_rejected(case, partial_chain, aia, root, root_f
     srv = server(leaf)
     with bounded():
         assert verify_code(ctx, srv) == expected
-    assert aia.hits[url.split(str(aia.port), 1)[1]] == 1
+    assert aia.hits[aia.path_of(url)] == 1
     healthy()
 
 
@@ -99,8 +99,8 @@ def test_path_length_exceeded(aia, root, root_file, server, healthy):
     top = issue("Top", root, ca=True, path_length=0)
     middle = issue("Middle", top, ca=True, aia=[top_url])
     leaf = issue("localhost", middle, aia=[middle_url], dns=["localhost"])
-    aia.serve(top_url.split(str(aia.port), 1)[1], top.der)
-    aia.serve(middle_url.split(str(aia.port), 1)[1], middle.der)
+    aia.serve(aia.path_of(top_url), top.der)
+    aia.serve(aia.path_of(middle_url), middle.der)
     with bounded():
         assert verify_code(tight_context(root_file), server(leaf)) == PATH_LENGTH_EXCEEDED
     healthy()

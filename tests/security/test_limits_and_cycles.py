@@ -11,10 +11,6 @@ from hostile import DEADLINE, MARGIN, TIMEOUT, bounded, tight_context
 from aia_ext._private.lab import Cert, issue
 
 
-def _path(aia, url: str) -> str:
-    return url.split(str(aia.port), 1)[1]
-
-
 def _leaf(inter: Cert, urls: list[str]) -> Cert:
     return issue("localhost", inter, aia=urls, dns=["localhost"])
 
@@ -34,7 +30,7 @@ def test_slow_drips_are_cut_at_the_overall_deadline(aia, root, root_file, server
     # Five URLs x 1 s each would take 5 s; the 2 s deadline stops it first.
     with bounded(DEADLINE + MARGIN):
         assert verify_code(tight_context(root_file), server(_leaf(inter, urls))) == 20
-    assert sum(aia.hits[_path(aia, u)] for u in urls) <= 3
+    assert sum(aia.hits[aia.path_of(u)] for u in urls) <= 3
     healthy()
 
 
@@ -43,7 +39,7 @@ def test_240_caissuers_urls_are_capped(aia, root, root_file, server):
     urls = [aia.url(unique_path()) for _ in range(240)]  # all 404
     with bounded():
         assert verify_code(tight_context(root_file), server(_leaf(inter, urls))) == 20
-    hits = [aia.hits[_path(aia, u)] for u in urls]
+    hits = [aia.hits[aia.path_of(u)] for u in urls]
     assert sum(hits) == 5 and hits[:5] == [1] * 5  # the first max_urls_per_cert, in order
 
 
@@ -114,7 +110,7 @@ def test_hostnames_are_resolved_once_and_checked(aia, root, root_file, server, c
     # though the URL names no address.
     inter = issue("Intermediate", root, ca=True)
     url = f"http://localhost:{aia.port}{unique_path()}"
-    aia.serve(_path(aia, url), inter.der)
+    aia.serve(aia.path_of(url), inter.der)
     srv = server(_leaf(inter, [url]))
     with caplog.at_level(logging.WARNING, logger="aia_ext"):
         assert verify_code(tight_context(root_file, allow_private=False), srv) == 20
@@ -137,21 +133,21 @@ def test_a_b_a_caissuers_loop_ends_quickly(aia, root, root_file, server):
     seed_b = issue("Loop B", ca=True)  # only to own B's key and name
     a = issue("Loop A", seed_b, ca=True, aia=[url_b])
     b = issue("Loop B", a, ca=True, aia=[url_a], key=seed_b.key)
-    aia.serve(_path(aia, url_a), a.der)
-    aia.serve(_path(aia, url_b), b.der)
+    aia.serve(aia.path_of(url_a), a.der)
+    aia.serve(aia.path_of(url_b), b.der)
     with bounded(MARGIN):
         assert verify_code(tight_context(root_file), server(_leaf(a, [url_a]))) == 20
-    assert (aia.hits[_path(aia, url_a)], aia.hits[_path(aia, url_b)]) == (1, 1)
+    assert (aia.hits[aia.path_of(url_a)], aia.hits[aia.path_of(url_b)]) == (1, 1)
 
 
 def test_issuer_pointing_back_at_the_leafs_url(aia, root_file, server):
     url = aia.url(unique_path())
     stranger = issue("untrusted root", ca=True)
     inter = issue("Intermediate", stranger, ca=True, aia=[url])  # its AIA: the same URL
-    aia.serve(_path(aia, url), inter.der)
+    aia.serve(aia.path_of(url), inter.der)
     with bounded(MARGIN):
         assert verify_code(tight_context(root_file), server(_leaf(inter, [url]))) == 20
-    assert aia.hits[_path(aia, url)] == 1
+    assert aia.hits[aia.path_of(url)] == 1
 
 
 def test_fetched_copy_of_a_served_certificate_is_no_progress(aia, root, root_file, server):
@@ -160,11 +156,11 @@ def test_fetched_copy_of_a_served_certificate_is_no_progress(aia, root, root_fil
     url = aia.url(unique_path())
     upper = issue("Upper", root, ca=True)
     lower = issue("Lower", upper, ca=True, aia=[url])
-    aia.serve(_path(aia, url), lower.der)
+    aia.serve(aia.path_of(url), lower.der)
     leaf = issue("localhost", lower, dns=["localhost"])
     with bounded(MARGIN):
         assert verify_code(tight_context(root_file), server(leaf, [lower])) == 20
-    assert aia.hits[_path(aia, url)] == 1
+    assert aia.hits[aia.path_of(url)] == 1
 
 
 def test_failure_is_reported_once_with_subject_urls_and_reasons(aia, root, root_file, server,

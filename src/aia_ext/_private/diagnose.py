@@ -213,8 +213,8 @@ def diagnose(
     Options are those of ``enable()``.  Raises DiagnosisError (a ValueError and
     an AIAError) for a target that cannot be read or reached.
     """
-    from . import chase, native
-    from .context import create_default_context, token_of
+    from . import native
+    from .context import create_default_context
 
     if at is not None and (not isinstance(at, datetime.datetime) or at.tzinfo is None):
         raise ValueError("at must be a timezone-aware datetime")
@@ -231,15 +231,26 @@ def diagnose(
 
     if native.engine() == "fallback":
         return _diagnose_fallback(label, context, ders, hostname, at)
+    return _diagnose_native(label, context, ders, hostname, at)
+
+
+def _diagnose_native(label: str, context: ssl.SSLContext, ders: list[bytes],
+                     hostname: str | None, at: datetime.datetime | None) -> Diagnosis:
+    """diagnose() through the native engine: the C chase on an offline X509_STORE_CTX."""
+    from . import chase, native
+    from .context import token_of
+
     module = native.bind()
     ffi, lib = module.ffi, module.lib
     blobs = [ffi.from_buffer(d) for d in ders]
+    is_ip = bool(hostname) and _is_ip(hostname or "")
+    if not hostname:
+        host = ffi.NULL
+    else:
+        host = hostname.encode() if is_ip else hostname.encode("idna")
     handle = lib.aia_ext_offline_new(
         native.ssl_ctx_pointer(context), ffi.new("const unsigned char *[]", blobs),
-        ffi.new("size_t[]", [len(d) for d in ders]), len(ders),
-        hostname.encode("idna") if hostname and not _is_ip(hostname) else
-        (hostname.encode() if hostname else ffi.NULL),
-        1 if hostname and _is_ip(hostname) else 0,
+        ffi.new("size_t[]", [len(d) for d in ders]), len(ders), host, 1 if is_ip else 0,
         int(at.timestamp()) if at is not None else 0, 1 if at is not None else 0)
     if handle == ffi.NULL:
         raise DiagnosisError("OpenSSL could not load the chain (or allocate memory)")

@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -234,6 +235,10 @@ class AIAServer:
 
     def url(self, path: str) -> str:
         return f"{self.scheme}://127.0.0.1:{self.port}{path}"
+
+    def path_of(self, url: str) -> str:
+        """The route path of one of this server's URLs (the key of ``hits``)."""
+        return urlsplit(url).path
 
     def serve(self, path: str, body: bytes, **kwargs: Any) -> str:
         """Serve ``body`` at ``path``; returns the full URL.

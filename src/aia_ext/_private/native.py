@@ -139,16 +139,6 @@ def unavailable_reason() -> str:
     return str(_bind_error) if _bind_error is not None else "the native engine is not bound."
 
 
-def lib() -> Any:
-    """The bound cffi ``lib`` (binds on first use)."""
-    return bind().lib
-
-
-def ffi() -> Any:
-    """The cffi ``ffi`` of the bound module."""
-    return bind().ffi
-
-
 def _pypy_pointer(cdata: Any) -> Any:
     """A cffi pointer of PyPy's own _ssl bindings, as a ``void *`` of our module."""
     import _pypy_openssl

@@ -11,6 +11,7 @@ failure.  No application data is exchanged on an unverified connection.
 
 from __future__ import annotations
 
+import os
 import ssl
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -154,8 +155,6 @@ class SSLContext(_Base):
         super().load_verify_locations(cafile, capath, cadata)
         state = _fallback(self)
         if state and capath is not None:
-            import os
-
             state.capaths.append(os.fspath(capath))
 
 
