@@ -19,7 +19,8 @@ import sys
 import tempfile
 
 import aia_ext
-from aia_ext._private.lab import AIAServer, TLSServer, issue, write_pem
+import aia_ext.diagnosis
+from aia_ext._private.testing import AIAServer, TLSServer, issue, write_pem
 
 
 def handshake(ctx: ssl.SSLContext, srv: TLSServer, hostname: str = "localhost") -> int:
@@ -59,8 +60,8 @@ def main(rounds: int) -> int:
                 codes.append(handshake(ctx, complete))       # fast path
                 # diagnose(): the served chain read back from the SSL, then the
                 # offline verification (its X509_STORE_CTX built and freed).
-                online = aia_ext.diagnose(f"localhost:{warm.port}", cafile=root_file)
-                offline = aia_ext.diagnose(bad_leaf.pem, cafile=root_file)
+                online = aia_ext.diagnosis.diagnose(f"localhost:{warm.port}", cafile=root_file)
+                offline = aia_ext.diagnosis.diagnose(bad_leaf.pem, cafile=root_file)
                 codes.append(online.verify_code + offline.verify_code)  # 0 + 20
                 srv.close()
         expected = [0, 0, 20, 62, 0, 20] * rounds

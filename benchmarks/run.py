@@ -29,7 +29,7 @@ from typing import Any, Callable
 from harness import HERE, Servers, handshake, machine, rss_bytes, spread, timed_handshakes
 
 import aia_ext
-from aia_ext._private import chase
+from aia_ext._private.chase import finished
 
 
 @dataclass
@@ -122,24 +122,24 @@ def _first_response_ms(context: ssl.SSLContext, port: int) -> float:
 
 
 def cold_first_request(servers: Servers, settings: Settings) -> Result:
-    sessions: list[chase.Session] = []
-    chase.observers.append(sessions.append)
+    chases: list[Any] = []  # aia_ext._private.chase.core.Chase
+    finished.observers.append(chases.append)
     totals, fetch, parse, reverify, baseline = [], [], [], [], []
     try:
         for _ in range(settings.rounds):
             aia_ext.clear_cache()
-            sessions.clear()
+            chases.clear()
             ctx = aia_ext.create_default_context(cafile=servers.root)
             totals.append(_first_response_ms(ctx, servers.port("leaf_only")))
-            session = sessions[-1]
-            assert session.ok, "cold handshake did not complete"
-            fetch.append(session.fetch_ms)
-            parse.append(session.parse_ms)
-            reverify.append(session.reverify_ms)
+            last = chases[-1]
+            assert last.ok, "cold handshake did not complete"
+            fetch.append(last.fetch_ms)
+            parse.append(last.parse_ms)
+            reverify.append(last.reverify_ms)
             plain = ssl.create_default_context(cafile=servers.root)
             baseline.append(_first_response_ms(plain, servers.port("full")))
     finally:
-        chase.observers.remove(sessions.append)
+        finished.observers.remove(chases.append)
     return Result("cold_first_request", "leaf-only, cold cache: time to first verified response",
                   statistics.median(totals), "ms", "report", None, spread(totals),
                   {"fetch_ms": statistics.median(fetch), "parse_ms": statistics.median(parse),

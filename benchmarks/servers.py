@@ -26,7 +26,7 @@ import socket
 import sys
 import time
 
-from aia_ext._private.lab import AIAServer, Route, TLSServer, issue, write_pem
+from aia_ext._private.testing import AIAServer, Route, TLSServer, issue, write_pem
 
 
 def _bind_443_possible() -> bool:

@@ -15,9 +15,9 @@ import sys
 import atheris
 
 with atheris.instrument_imports(include=["aia_ext"]):
+    from aia_ext._private.chase.policy import address_refusal, url_refusal
     from aia_ext._private.der import DERError, name_to_string, names_match, parse_certificate
     from aia_ext._private.options import Options
-    from aia_ext._private.urls import address_refusal, url_refusal
 
 STRICT = Options(allow_private=False, url_filter=lambda url: url.startswith("http://pki."))
 PERMISSIVE = Options(allow_https=True)

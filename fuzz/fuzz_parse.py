@@ -1,4 +1,4 @@
-"""atheris harness: AIA response bodies -> parse_certificates() (PEM, DER, BER PKCS#7).
+"""atheris harness: AIA response bodies -> certificates_in_response() (PEM, DER, BER PKCS#7).
 
 Any outcome other than a list of 1..MAX_CERTIFICATES certificates or a
 FetchError("parse error") is a finding (an uncaught exception, a hang, a crash).
@@ -13,13 +13,13 @@ import sys
 import atheris
 
 with atheris.instrument_imports(include=["aia_ext"]):
+    from aia_ext._private.chase.response import MAX_CERTIFICATES, certificates_in_response
     from aia_ext._private.errors import FetchError
-    from aia_ext._private.parse import MAX_CERTIFICATES, parse_certificates
 
 
 def test_one_input(data: bytes) -> None:
     try:
-        certs = parse_certificates(data)
+        certs = certificates_in_response(data)
     except FetchError as exc:
         assert exc.reason == "parse error", exc
         return

@@ -1,29 +1,63 @@
-"""Shared fixtures: one AIA HTTP server and one trusted root per test session.
+"""Fixtures: one AIA HTTP server and one trusted root per test session, and the engine.
 
 Every chain a test builds gets caIssuers paths of its own, so tests never
 share cache entries; the cache is also cleared around each test.
+
+Every test runs under each engine it applies to: the autouse ``engine``
+fixture is parametrised over "native" and "fallback" (it sets
+``AIA_EXT_ENGINE``, which the engine seam reads on every call).  A test marked
+``native_only`` runs under the native engine alone, ``fallback_only`` under
+the fallback alone; a module marked ``engine_agnostic`` (parsers, policy
+tables) runs once.
 """
 
 from __future__ import annotations
 
-import itertools
 import os
-import socket
-import ssl
-import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import Any, Callable
-from urllib.parse import urlsplit
 
 import pytest
-from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 
 import aia_ext
-from aia_ext._private.cache import cache
-from aia_ext._private.lab import AIAServer, Cert, TLSServer, issue, write_pem
+from aia_ext._private.testing import AIAServer, Cert, TLSServer, issue, write_pem
 
-_paths = itertools.count(1)
+from .helpers import Chain, encode, unique_path, verify_code
+
+ENGINES = ("native", "fallback")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "engine" not in metafunc.fixturenames:
+        return
+    if metafunc.definition.get_closest_marker("engine_agnostic"):
+        engines: tuple[str, ...] = ("auto",)
+    elif metafunc.definition.get_closest_marker("native_only"):
+        engines = ("native",)
+    elif metafunc.definition.get_closest_marker("fallback_only"):
+        engines = ("fallback",)
+    else:
+        engines = ENGINES
+    only = os.environ.get("AIA_EXT_TEST_ENGINES")  # e.g. "native" for a quick local run
+    if only:
+        engines = tuple(e for e in engines if e in only.split(",") or e == "auto")
+    metafunc.parametrize("engine", engines, indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The engine this run of the test uses ("auto": whatever the interpreter picks)."""
+    name: str = getattr(request, "param", "auto")
+    if name == "auto":
+        monkeypatch.delenv("AIA_EXT_ENGINE", raising=False)
+    else:
+        monkeypatch.setenv("AIA_EXT_ENGINE", name)
+    if name == "native":
+        try:
+            aia_ext._private.binding.bind()
+        except aia_ext.UnsupportedPlatformError as exc:
+            pytest.skip(f"the native engine cannot bind here: {exc}")
+    return name
 
 
 @pytest.fixture(scope="session")
@@ -42,56 +76,11 @@ def root_file(root: Cert, tmp_path_factory: pytest.TempPathFactory) -> str:
     return write_pem(tmp_path_factory.mktemp("trust") / "root.pem", root)
 
 
-FALLBACK = os.environ.get("AIA_EXT_ENGINE", "").strip().lower() == "fallback"
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "native_only: needs the native engine (skipped with AIA_EXT_ENGINE=fallback)")
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if not FALLBACK:
-        return
-    skip = pytest.mark.skip(reason="tests the native engine itself; AIA_EXT_ENGINE=fallback")
-    for item in items:
-        if "native_only" in item.keywords:
-            item.add_marker(skip)
-
-
 @pytest.fixture(autouse=True)
 def _fresh_cache() -> Iterator[None]:
     aia_ext.clear_cache()
     yield
     aia_ext.clear_cache()
-
-
-def unique_path(suffix: str = ".der") -> str:
-    return f"/ca/{next(_paths)}{suffix}"
-
-
-def encode(certs: Sequence[Cert], fmt: str) -> bytes:
-    """The body of an AIA response in one of the accepted formats."""
-    if fmt == "der":
-        assert len(certs) == 1
-        return certs[0].der
-    if fmt == "pem":
-        return b"".join(c.pem for c in certs)
-    encoding = Encoding.DER if fmt == "p7der" else Encoding.PEM
-    return pkcs7.serialize_certificates([c.cert for c in certs], encoding)
-
-
-@dataclass
-class Chain:
-    """leaf -> intermediates[0] -> ... -> intermediates[-1] -> root."""
-
-    leaf: Cert
-    intermediates: list[Cert]
-    urls: list[str] = field(default_factory=list)  # urls[i]: where the issuer of level i is
-
-    @property
-    def paths(self) -> list[str]:
-        return [urlsplit(u).path for u in self.urls]
 
 
 @pytest.fixture
@@ -126,7 +115,7 @@ def server() -> Iterator[Callable[..., TLSServer]]:
     """Start TLS servers for a test; all are stopped at its end."""
     started: list[TLSServer] = []
 
-    def start(leaf: Cert, chain: Sequence[Cert] = ()) -> TLSServer:
+    def start(leaf: Cert, chain: Any = ()) -> TLSServer:
         srv = TLSServer(leaf, chain).__enter__()
         started.append(srv)
         return srv
@@ -147,65 +136,3 @@ def healthy(make_chain: Callable[..., Chain], server: Callable[..., TLSServer],
         assert verify_code(ctx, server(chain.leaf)) == 0
 
     return check
-
-
-def drip(interval: float, count: int) -> Callable[[Any], None]:
-    """An AIA handler sending a ``count``-byte body one byte per ``interval`` seconds."""
-
-    def handler(request: Any) -> None:
-        request.send_response(200)
-        request.send_header("Content-Length", str(count))
-        request.end_headers()
-        try:
-            for _ in range(count):
-                request.wfile.write(b"\x30")
-                request.wfile.flush()
-                time.sleep(interval)
-        except OSError:
-            pass  # the client gave up, as it should
-
-    return handler
-
-
-def handshake(context: ssl.SSLContext, srv: TLSServer,
-              hostname: str = "localhost") -> ssl.SSLSocket:
-    """One real TLS handshake to ``srv``; returns the (closed) socket."""
-    with socket.create_connection(srv.address, timeout=30) as raw:
-        tls = context.wrap_socket(raw, server_hostname=hostname)
-        tls.close()
-        return tls
-
-
-def verify_code(context: ssl.SSLContext, srv: TLSServer, hostname: str = "localhost") -> int:
-    """0 for a verified handshake, else the SSLCertVerificationError code."""
-    try:
-        handshake(context, srv, hostname)
-    except ssl.SSLCertVerificationError as exc:
-        return int(exc.verify_code)
-    return 0
-
-
-def chain_lengths(context: ssl.SSLContext, srv: TLSServer) -> tuple[int, int]:
-    """(certificates the server sent, certificates in the verified chain)."""
-    with socket.create_connection(srv.address, timeout=30) as raw:
-        with context.wrap_socket(raw, server_hostname="localhost") as tls:
-            obj = tls._sslobj  # type: ignore[attr-defined]
-            return len(obj.get_unverified_chain()), len(obj.get_verified_chain())
-
-
-def fetches_of(aia: AIAServer, chain: Chain) -> int:
-    return sum(aia.hits[p] for p in chain.paths)
-
-
-__all__ = [
-    "Chain",
-    "cache",
-    "chain_lengths",
-    "drip",
-    "encode",
-    "fetches_of",
-    "handshake",
-    "socket",
-    "unique_path",
-    "verify_code",
-]

@@ -8,9 +8,10 @@ import ssl
 import urllib.request
 
 import pytest
-from conftest import fetches_of
 
 import aia_ext
+
+from .helpers import fetches_of
 
 
 @pytest.fixture

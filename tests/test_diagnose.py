@@ -12,11 +12,13 @@ import subprocess
 import sys
 
 import pytest
-from conftest import fetches_of, unique_path
 
 import aia_ext
 from aia_ext._private.cli import main as cli
-from aia_ext._private.lab import _route_key, issue, write_pem
+from aia_ext._private.testing import _route_key, issue, write_pem
+from aia_ext.diagnosis import diagnose
+
+from .helpers import fetches_of, unique_path
 
 DATA = pathlib.Path(__file__).parent / "data"
 CORPUS = json.loads((DATA / "real_chains" / "manifest.json").read_text())["chains"]
@@ -47,9 +49,9 @@ def test_report_after_a_chase(make_chain, server, root_file):
         with socket.create_connection(srv.address) as raw, \
                 ctx.wrap_socket(raw, server_hostname="localhost") as tls:
             rep = aia_ext.report(tls)
-        assert rep is not None and rep.verified and rep.chain_was_incomplete
+        assert rep is not None and rep.verified
         assert rep.verify_code == 0
-        [fetched] = rep.fetched
+        [fetched] = rep.added
         assert fetched.subject == chain.intermediates[0].subject
         assert fetched.url == chain.urls[0] and fetched.source == expected_source
         assert fetched.der == chain.intermediates[0].der
@@ -92,7 +94,7 @@ def test_report_through_urllib3(make_chain, server, root_file):
         response = pool.request("GET", server(chain.leaf).url, preload_content=False)
         rep = aia_ext.report(response.connection.sock)
         response.release_conn()
-    assert rep is not None and [f.url for f in rep.fetched] == chain.urls
+    assert rep is not None and [f.url for f in rep.added] == chain.urls
 
 
 def test_report_through_requests(make_chain, server, root_file):
@@ -111,7 +113,7 @@ def test_report_through_requests(make_chain, server, root_file):
         session.mount("https://", Adapter())
         with session.get(server(chain.leaf).url, stream=True) as response:
             rep = aia_ext.report(response.raw.connection.sock)
-    assert rep is not None and [f.url for f in rep.fetched] == chain.urls
+    assert rep is not None and [f.url for f in rep.added] == chain.urls
 
 
 def test_report_through_httpx(make_chain, server, root_file):
@@ -122,7 +124,7 @@ def test_report_through_httpx(make_chain, server, root_file):
             client.stream("GET", server(chain.leaf).url) as response:
         tls = response.extensions["network_stream"].get_extra_info("ssl_object")
         rep = aia_ext.report(tls)
-    assert rep is not None and [f.url for f in rep.fetched] == chain.urls
+    assert rep is not None and [f.url for f in rep.added] == chain.urls
 
 
 # ---------------------------------------------------------------- check / diagnose
@@ -219,16 +221,16 @@ def test_diagnose_api_on_bytes_with_at(make_chain, root_file, root):
     import datetime
 
     chain = make_chain()
-    result = aia_ext.diagnose(chain.leaf.pem, cafile=root_file, hostname="localhost")
+    result = diagnose(chain.leaf.pem, cafile=root_file, hostname="localhost")
     assert result.verified and result.chain_was_incomplete
     assert [c.subject for c in result.verified_chain] == [
         "CN=localhost", chain.intermediates[0].subject, root.subject]
     assert result.fixed_chain_pem is not None
     past = datetime.datetime(2000, 1, 1, tzinfo=datetime.timezone.utc)
-    old = aia_ext.diagnose(chain.leaf.der, cafile=root_file, at=past)
+    old = diagnose(chain.leaf.der, cafile=root_file, at=past)
     assert not old.verified and old.verify_code == 9  # not yet valid
     with pytest.raises(ValueError, match="aware"):
-        aia_ext.diagnose(chain.leaf.der, cafile=root_file, at=datetime.datetime(2020, 1, 1))
+        diagnose(chain.leaf.der, cafile=root_file, at=datetime.datetime(2020, 1, 1))
 
 
 def test_diagnose_fetched_certificates_are_not_anchors(aia, root_file):
@@ -237,7 +239,7 @@ def test_diagnose_fetched_certificates_are_not_anchors(aia, root_file):
     fake = issue("aia_ext test root", ca=True)
     url = aia.serve(unique_path(), fake.der)
     leaf = issue("localhost", fake, aia=[url], dns=["localhost"])
-    result = aia_ext.diagnose(leaf.pem, cafile=root_file)
+    result = diagnose(leaf.pem, cafile=root_file)
     assert not result.verified and result.verify_code == 19
 
 
@@ -268,7 +270,7 @@ def test_real_chain_corpus(entry, form, proxy, tmp_path):
     at = datetime.datetime.fromisoformat(entry["validation_time"])
     # The same verification of the complete chain, without AIA: what the
     # server would get if it sent its intermediates.
-    baseline = aia_ext.diagnose(b"".join(ssl.DER_cert_to_PEM_cert(d).encode() for d in complete),
+    baseline = diagnose(b"".join(ssl.DER_cert_to_PEM_cert(d).encode() for d in complete),
                                 cafile=str(base / entry["root"]), hostname=entry["host"], at=at,
                                 max_fetches=0)
     assert not baseline.chain_was_incomplete

@@ -17,10 +17,11 @@ import threading
 import zipfile
 
 import pytest
-from conftest import fetches_of, unique_path, verify_code
 
 import aia_ext
-from aia_ext._private.lab import AIAServer, issue, write_pem
+from aia_ext._private.testing import AIAServer, issue, write_pem
+
+from .helpers import fetches_of, unique_path, verify_code
 
 PARTIAL_CHAIN = getattr(ssl, "VERIFY_X509_PARTIAL_CHAIN", 0x80000)
 
@@ -236,7 +237,7 @@ def test_aiohttp_with_aprefetch_off_the_loop(make_chain, server, root_file, aia)
 
     report, text = asyncio.run(main())
     assert text == "ok\n"
-    assert report is not None and report.fetched[0].source == "network"
+    assert report is not None and report.added[0].source == "network"
     assert fetches_of(aia, chain) == 1  # the aiohttp handshake hit the cache
 
 
@@ -338,7 +339,7 @@ def test_pooled_intermediate_needs_no_fetch(make_chain, server, root_file, aia, 
                 ctx.wrap_socket(raw, server_hostname="localhost") as tls:
             report = aia_ext.report(tls)
         assert report is not None
-        assert [(f.source, f.url) for f in report.fetched] == [("intermediates pool", "")]
+        assert [(f.source, f.url) for f in report.added] == [("intermediates pool", "")]
     assert fetches_of(aia, chain) == 0
 
 
@@ -368,7 +369,7 @@ _CHILD = textwrap.dedent("""
     with socket.create_connection(("127.0.0.1", int(sys.argv[2]))) as raw, \\
             ctx.wrap_socket(raw, server_hostname="localhost") as tls:
         report = aia_ext.report(tls)
-    print(report.fetched[0].source)
+    print(report.added[0].source)
 """)
 
 

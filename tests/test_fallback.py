@@ -15,48 +15,23 @@ import time
 import urllib.request
 
 import pytest
-from conftest import fetches_of, unique_path, verify_code
 
 import aia_ext
-from aia_ext._private.lab import issue, write_pem
+from aia_ext._private.testing import issue, write_pem
 
-PARTIAL_CHAIN = getattr(ssl, "VERIFY_X509_PARTIAL_CHAIN", 0x80000)
+from .helpers import fetches_of, unique_path, verify_code
+
 NOW = datetime.datetime.now(datetime.timezone.utc)
 DAY = datetime.timedelta(days=1)
 
 
-@pytest.fixture(autouse=True)
-def _fallback_engine(monkeypatch):
-    monkeypatch.setenv("AIA_EXT_ENGINE", "fallback")
+pytestmark = pytest.mark.fallback_only
 
 
 def ctx_for(root_file: str, **options: object) -> ssl.SSLContext:
     ctx = aia_ext.create_default_context(cafile=root_file, **options)
-    assert "_aia_fallback" in ctx.__dict__  # really the fallback engine
+    assert aia_ext.engine_of(ctx) == "fallback"  # really the fallback engine
     return ctx
-
-
-def test_leaf_only_completes_with_one_fetch_then_cache(make_chain, server, aia, root_file):
-    chain = make_chain()
-    srv = server(chain.leaf)
-    assert verify_code(ssl.create_default_context(cafile=root_file), srv) == 20
-    ctx = ctx_for(root_file)
-    assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname  # as the caller sees it
-    assert verify_code(ctx, srv) == 0
-    assert verify_code(ctx, srv) == 0
-    assert fetches_of(aia, chain) == 1
-
-
-def test_two_missing_levels(make_chain, server, aia, root_file):
-    chain = make_chain(levels=2)
-    assert verify_code(ctx_for(root_file), server(chain.leaf)) == 0
-    assert [aia.hits[p] for p in chain.paths] == [1, 1]
-
-
-def test_complete_chain_needs_no_fetch(make_chain, server, aia, root_file):
-    chain = make_chain()
-    assert verify_code(ctx_for(root_file), server(chain.leaf, chain.intermediates)) == 0
-    assert fetches_of(aia, chain) == 0
 
 
 @pytest.mark.parametrize("case,expected", [
@@ -79,63 +54,6 @@ def test_verdicts_match_openssls_codes(case, expected, make_chain, server, aia, 
         leaf = issue("localhost", fake, aia=[aia.serve(unique_path(), fake.der)],
                      dns=["localhost"])
     assert verify_code(ctx_for(root_file), server(leaf), hostname) == expected
-
-
-def _differential_cases():
-    import pathlib
-    import sys
-
-    sys.path.insert(0, str(pathlib.Path(__file__).parent / "security"))
-    import test_differential
-
-    return test_differential.CASES
-
-
-DIFFERENTIAL = _differential_cases()
-
-
-@pytest.mark.parametrize("name", sorted(DIFFERENTIAL))
-def test_differential_against_plain_openssl(name, aia, root, root_file, server):
-    """The security suite's eight invalid chains: the fallback, given the chain
-    incomplete, rejects each with the code plain OpenSSL gives the complete one."""
-    url = aia.url(unique_path())
-    case = DIFFERENTIAL[name](root, url)
-    aia.serve(aia.path_of(url), b"".join(c.pem for c in case.intermediates))
-    plain = ssl.create_default_context(cafile=root_file)
-    expected = verify_code(plain, server(case.leaf, case.intermediates), case.hostname)
-    assert verify_code(ctx_for(root_file), server(case.leaf), case.hostname) == expected
-
-
-@pytest.mark.parametrize("partial_chain", [False, True])
-def test_fetched_intermediate_is_never_an_anchor(partial_chain, make_chain, server, root_file):
-    chain = make_chain(issuer_root=issue("stranger", ca=True))
-    ctx = ctx_for(root_file)
-    if partial_chain:
-        ctx.verify_flags |= PARTIAL_CHAIN
-    assert verify_code(ctx, server(chain.leaf)) == 20
-
-
-def test_cert_none_never_fetches(make_chain, server, aia, root_file):
-    chain = make_chain()
-    ctx = ctx_for(root_file)
-    with pytest.raises(ValueError, match="check_hostname"):
-        ctx.verify_mode = ssl.CERT_NONE  # as ssl.SSLContext refuses it
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    assert verify_code(ctx, server(chain.leaf)) == 0
-    assert fetches_of(aia, chain) == 0
-    ctx.check_hostname = True  # turns verification back on, as in ssl
-    assert ctx.verify_mode == ssl.CERT_REQUIRED
-
-
-@pytest.mark.parametrize("status,body", [(404, b""), (200, b"garbage")])
-def test_aia_failures_keep_code_20(status, body, server, aia, root, root_file):
-    inter = issue("Intermediate", root, ca=True)
-    url = aia.serve(unique_path(), body, status=status)
-    started = time.monotonic()
-    assert verify_code(ctx_for(root_file, timeout=2.0),
-                       server(issue("localhost", inter, aia=[url], dns=["localhost"]))) == 20
-    assert time.monotonic() - started < 3
 
 
 def test_no_application_data_on_an_unverified_connection(make_chain, server, root_file):
@@ -196,7 +114,7 @@ def test_report_under_fallback(make_chain, server, root_file):
             ctx.wrap_socket(raw, server_hostname="localhost") as tls:
         report = aia_ext.report(tls)
     assert report is not None and report.verified
-    assert [(f.url, f.source) for f in report.fetched] == [(chain.urls[0], "network")]
+    assert [(f.url, f.source) for f in report.added] == [(chain.urls[0], "network")]
 
 
 def test_capath_only_store(make_chain, server, root, tmp_path):
@@ -254,7 +172,7 @@ def test_getpeercert_matches_what_ssl_gives_a_verified_connection(make_chain, se
                                                                   root_file, monkeypatch):
     # The fallback decodes the verified leaf itself (OpenSSL's verification is
     # off underneath, so _ssl would give {}); urllib3 1.26 matches hostnames on it.
-    from aia_ext._private.peercert import decode
+    from aia_ext._private.engines.fallback.peercert import decode
 
     chain = make_chain()
     srv = server(chain.leaf, chain.intermediates)
@@ -278,7 +196,7 @@ def test_getpeercert_serial_is_printed_in_whole_bytes(serial, root, tmp_path):
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.serialization import Encoding
 
-    from aia_ext._private.peercert import decode
+    from aia_ext._private.engines.fallback.peercert import decode
 
     cert = (x509.CertificateBuilder().subject_name(root.cert.subject)
             .issuer_name(root.cert.subject).public_key(root.key.public_key())

@@ -5,12 +5,13 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import drip, fetches_of, unique_path, verify_code
 
 import aia_ext
+from aia_ext._private.chase.fetch import fetch_url
 from aia_ext._private.errors import FetchError
-from aia_ext._private.fetch import fetch_url
 from aia_ext._private.options import make_options
+
+from .helpers import drip, fetches_of, unique_path, verify_code
 
 
 def fetch(url: str, **options: object) -> bytes:
@@ -110,7 +111,7 @@ def test_slow_drip_is_cut_at_the_timeout(aia):
 
 def test_http_proxy_from_the_environment(aia, monkeypatch):
     # The AIA server doubles as a forward proxy: it is asked for the absolute URL.
-    target = "http://ca.example.invalid/issuer.der"
+    target = f"http://ca.example.invalid{unique_path()}"
     aia.serve(target, b"via proxy")
     monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{aia.port}")
     monkeypatch.delenv("no_proxy", raising=False)
@@ -160,7 +161,7 @@ def test_user_fetcher_errors_and_oversize_fail_closed(make_chain, server, root_f
 
 
 def test_user_fetcher_is_still_subject_to_url_policy(server, root, root_file):
-    from aia_ext._private.lab import issue
+    from aia_ext._private.testing import issue
 
     inter = issue("Intermediate", root, ca=True)
     leaf = issue("localhost", inter, aia=["file:///etc/passwd"], dns=["localhost"])

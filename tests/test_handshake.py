@@ -11,10 +11,11 @@ import threading
 import time
 
 import pytest
-from conftest import chain_lengths, encode, fetches_of, unique_path, verify_code
 
 import aia_ext
-from aia_ext._private.lab import issue
+from aia_ext._private.testing import issue
+
+from .helpers import chain_lengths, encode, fetches_of, unique_path, verify_code
 
 UNABLE_TO_GET_ISSUER_CERT_LOCALLY = 20
 SELF_SIGNED_CERT_IN_CHAIN = 19
@@ -269,19 +270,19 @@ def test_enable_twice_is_harmless_and_updates_options(make_chain, server, aia, r
 
 @pytest.mark.native_only
 def test_state_is_released_with_the_context(root_file):
-    from aia_ext._private import native
+    from aia_ext._private.engines.native import ENGINE
 
     def collect() -> None:
         for _ in range(5):  # PyPy runs weakref finalizers over several collections
             gc.collect()
 
     collect()  # contexts of earlier tests may still await collection
-    before = len(native._options_by_token)
+    before = len(ENGINE._options)
     contexts = [enabled(root_file) for _ in range(20)]
-    assert len(native._options_by_token) == before + 20
+    assert len(ENGINE._options) == before + 20
     del contexts
     collect()
-    assert len(native._options_by_token) == before
+    assert len(ENGINE._options) == before
 
 
 @pytest.mark.native_only

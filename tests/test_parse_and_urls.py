@@ -7,11 +7,14 @@ import pathlib
 
 import pytest
 
+from aia_ext._private.bundle import pem_blocks
+from aia_ext._private.chase.policy import address_refusal, url_refusal
+from aia_ext._private.chase.response import MAX_CERTIFICATES, certificates_in_response
 from aia_ext._private.der import parse_certificate
 from aia_ext._private.errors import FetchError
 from aia_ext._private.options import Options
-from aia_ext._private.parse import MAX_CERTIFICATES, _pem_ders, parse_certificates
-from aia_ext._private.urls import address_refusal, url_refusal
+
+pytestmark = pytest.mark.engine_agnostic  # parsers and policy: no engine involved
 
 DATA = pathlib.Path(__file__).parent / "data"
 
@@ -36,7 +39,7 @@ PKCS7_SAMPLES = {
 @pytest.mark.parametrize("name", sorted(PKCS7_SAMPLES))
 def test_real_pkcs7_and_pem_samples(name):
     count, first_cn = PKCS7_SAMPLES[name]
-    certs = parse_certificates((DATA / "pkcs7" / name).read_bytes())
+    certs = certificates_in_response((DATA / "pkcs7" / name).read_bytes())
     assert len(certs) == count
     assert certs[0].subject_text.startswith(f"CN={first_cn}")
 
@@ -44,7 +47,7 @@ def test_real_pkcs7_and_pem_samples(name):
 def test_ber_indefinite_length_parses_without_warnings(recwarn):
     body = (DATA / "pkcs7" / "amazon-roots.p7b").read_bytes()
     assert body[:2] == b"\x30\x80"  # really indefinite-length BER
-    assert len(parse_certificates(body)) == 2
+    assert len(certificates_in_response(body)) == 2
     assert not [w for w in recwarn if "BER" in str(w.message)]
 
 
@@ -55,7 +58,7 @@ def test_ber_indefinite_length_parses_without_warnings(recwarn):
 ])
 def test_garbage_is_a_parse_error(body):
     with pytest.raises(FetchError) as info:
-        parse_certificates(body)
+        certificates_in_response(body)
     assert info.value.reason == "parse error"
 
 
@@ -63,12 +66,12 @@ def test_truncated_pkcs7_is_a_parse_error():
     body = (DATA / "pkcs7" / "google.binary.p7b").read_bytes()
     for cut in (10, len(body) // 2, len(body) - 1):
         with pytest.raises(FetchError):
-            parse_certificates(body[:cut])
+            certificates_in_response(body[:cut])
 
 
 def test_certificate_count_is_bounded():
     one = (DATA / "pkcs7" / "google.single.pem").read_bytes()
-    assert len(parse_certificates(one * (MAX_CERTIFICATES + 5))) == MAX_CERTIFICATES
+    assert len(certificates_in_response(one * (MAX_CERTIFICATES + 5))) == MAX_CERTIFICATES
 
 
 def _chromium(name: str):
@@ -76,7 +79,7 @@ def _chromium(name: str):
     if name.endswith(".der"):
         return parse_certificate(raw)
     # These files carry `openssl x509 -text` output before the PEM block.
-    return parse_certificate(_pem_ders(raw[raw.index(b"-----BEGIN"):])[0])
+    return parse_certificate(pem_blocks(raw[raw.index(b"-----BEGIN"):], 100)[0])
 
 
 @pytest.mark.parametrize("name,count", [
@@ -159,7 +162,7 @@ def test_invalid_x509_version_inside_a_bundle_is_skipped():
         b"-----BEGIN CERTIFICATE-----\n" + base64.encodebytes(blob) + b"-----END CERTIFICATE-----\n"
         for blob in (bytes(bad), good)
     )
-    certs = parse_certificates(body)
+    certs = certificates_in_response(body)
     assert len(certs) == 1  # the bad one skipped, the good one kept
     with pytest.raises(FetchError):
-        parse_certificates(bytes(bad))
+        certificates_in_response(bytes(bad))

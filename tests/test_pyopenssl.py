@@ -6,10 +6,11 @@ import datetime
 import socket
 
 import pytest
-from conftest import fetches_of, unique_path
 
 import aia_ext
-from aia_ext._private.lab import issue
+from aia_ext._private.testing import issue
+
+from .helpers import fetches_of, unique_path
 
 SSL = pytest.importorskip("OpenSSL.SSL")
 

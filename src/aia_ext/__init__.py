@@ -11,54 +11,40 @@ then runs again, exactly as strict as before.
     ctx = aia_ext.create_default_context()
     # or, on a context you already have:
     aia_ext.enable(ctx)
+
+Diagnosis lives in ``aia_ext.diagnosis``; the requests adapter in
+``aia_ext.requests``.  Logs go to the ``aia_ext`` logger (fetches at DEBUG).
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+import logging
 
-from ._private.context import create_default_context, disable, enable, is_enabled
+from ._private.api import (
+    SSLContext,
+    clear_cache,
+    create_default_context,
+    disable,
+    enable,
+    engine_of,
+    is_enabled,
+)
 from ._private.errors import AIAError, FetchError, UnsupportedPlatformError
 from ._private.inject import extract_from_ssl, inject_into_ssl, is_injected
 from ._private.options import Options
-from ._private.sslcontext import SSLContext
+from ._private.prefetch import aprefetch, prefetch
+from ._private.report import AddedCertificate, FailedAttempt, Report, report
 from ._version import __version__
 
-if TYPE_CHECKING:
-    from ._private.diagnose import CertificateInfo, Diagnosis, DiagnosisError, diagnose
-    from ._private.prefetch import aprefetch, prefetch
-    from ._private.report import FailedURL, FetchedCertificate, Report, report
-
-# Reports and diagnosis are imported on first use (PEP 562): they pull in
-# dataclasses, sockets and cryptography, which the handshake path never needs.
-_LAZY = {
-    "CertificateInfo": "diagnose", "Diagnosis": "diagnose", "DiagnosisError": "diagnose",
-    "diagnose": "diagnose", "FailedURL": "report", "FetchedCertificate": "report",
-    "Report": "report", "report": "report", "aprefetch": "prefetch", "prefetch": "prefetch",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'aia_ext' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"aia_ext._private.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+# A library leaves output to the application: without this, a WARNING would
+# reach every program's stderr through logging's last resort (as urllib3 does).
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     "AIAError",
-    "CertificateInfo",
-    "Diagnosis",
-    "DiagnosisError",
-    "FailedURL",
+    "AddedCertificate",
+    "FailedAttempt",
     "FetchError",
-    "FetchedCertificate",
     "Options",
     "Report",
     "SSLContext",
@@ -67,9 +53,9 @@ __all__ = [
     "aprefetch",
     "clear_cache",
     "create_default_context",
-    "diagnose",
     "disable",
     "enable",
+    "engine_of",
     "extract_from_ssl",
     "inject_into_ssl",
     "is_enabled",
@@ -77,10 +63,3 @@ __all__ = [
     "prefetch",
     "report",
 ]
-
-
-def clear_cache() -> None:
-    """Forget every cached AIA response in this process."""
-    from ._private.cache import cache  # not at import time: it is off the fast path
-
-    cache.clear()

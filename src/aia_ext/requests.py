@@ -17,7 +17,7 @@ from typing import Any
 
 from requests.adapters import HTTPAdapter
 
-from ._private.context import create_default_context
+from ._private.api import create_default_context
 
 __all__ = ["AIAAdapter"]
 

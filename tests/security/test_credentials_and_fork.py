@@ -8,11 +8,12 @@ import threading
 import warnings
 
 import pytest
-from conftest import unique_path, verify_code
-from hostile import tight_context
 
-from aia_ext._private.cache import cache
-from aia_ext._private.lab import AIAServer, issue, write_pem
+from aia_ext._private.chase.cache import cache
+from aia_ext._private.testing import AIAServer, issue, write_pem
+
+from ..helpers import unique_path, verify_code
+from .hostile import tight_context
 
 BASE_HEADERS = {"host", "accept", "accept-encoding", "user-agent", "connection"}
 

@@ -11,12 +11,13 @@ import ssl
 from dataclasses import dataclass
 
 import pytest
-from conftest import unique_path, verify_code
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 import aia_ext
-from aia_ext._private.lab import Cert, issue, new_key
+from aia_ext._private.testing import Cert, issue, new_key
+
+from ..helpers import unique_path, verify_code
 
 NOW = datetime.datetime.now(datetime.timezone.utc)
 DAY = datetime.timedelta(days=1)

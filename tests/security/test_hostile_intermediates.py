@@ -6,11 +6,12 @@ import datetime
 import ssl
 
 import pytest
-from conftest import unique_path, verify_code
 from cryptography import x509
-from hostile import bounded, tight_context
 
-from aia_ext._private.lab import Cert, issue
+from aia_ext._private.testing import Cert, issue
+
+from ..helpers import unique_path, verify_code
+from .hostile import bounded, tight_context
 
 NOW = datetime.datetime.now(datetime.timezone.utc)
 DAY = datetime.timedelta(days=1)

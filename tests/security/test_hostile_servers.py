@@ -10,10 +10,11 @@ import threading
 import time
 
 import pytest
-from conftest import unique_path, verify_code
-from hostile import DEADLINE, MARGIN, bounded, settle_threads, tight_context
 
-from aia_ext._private.lab import issue
+from aia_ext._private.testing import issue
+
+from ..helpers import unique_path, verify_code
+from .hostile import DEADLINE, MARGIN, bounded, settle_threads, tight_context
 
 
 def _headers(handler, status=200, **headers):

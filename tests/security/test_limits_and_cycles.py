@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 
 import pytest
-from conftest import drip, unique_path, verify_code
-from hostile import DEADLINE, MARGIN, TIMEOUT, bounded, tight_context
 
-from aia_ext._private.lab import Cert, issue
+from aia_ext._private.testing import Cert, issue
+
+from ..helpers import drip, unique_path, verify_code
+from .hostile import DEADLINE, MARGIN, TIMEOUT, bounded, tight_context
 
 
 def _leaf(inter: Cert, urls: list[str]) -> Cert:

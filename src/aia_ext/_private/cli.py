@@ -1,6 +1,6 @@
 """The ``aia-ext`` command line: ``check`` (diagnosis) and ``demo``.
 
-Exit codes of ``check`` (stable, documented in README.md):
+Exit codes of ``check`` (stable, documented in docs/diagnosis.md):
 
 - 0: verified, and the server sent a complete chain;
 - 3: verified only because missing intermediates were fetched: the server is
@@ -20,13 +20,12 @@ import sys
 from typing import TYPE_CHECKING, Any, TextIO
 
 from .errors import AIAError
+from .x509_codes import MISSING_ISSUER
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from .diagnose import CertificateInfo, Diagnosis
-
-__all__ = ["EXIT_COMPLETE", "EXIT_INCOMPLETE", "EXIT_INVALID", "EXIT_USAGE", "main", "to_json"]
 
 EXIT_COMPLETE, EXIT_INVALID, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
 SCHEMA_ID = "https://aia-ext.invalid/schemas/diagnosis-1.json"
@@ -84,7 +83,7 @@ def to_json(diagnosis: Diagnosis) -> dict[str, Any]:
         "missing": list(diagnosis.missing),
         "fetched": [{"subject": f.subject, "issuer": f.issuer, "url": f.url,
                      "source": f.source, "bytes": f.nbytes, "ms": round(f.elapsed_ms, 3)}
-                    for f in diagnosis.fetched],
+                    for f in diagnosis.added],
         "failed": [{"url": f.url, "for_subject": f.for_subject, "reason": f.reason}
                    for f in diagnosis.failed],
         "verified_chain": verified_chain,
@@ -98,7 +97,7 @@ def render(diagnosis: Diagnosis, out: TextIO, pem_path: str | None) -> None:
     host = f" (hostname {diagnosis.hostname})" if diagnosis.hostname else ""
     when = f" at {diagnosis.at}" if diagnosis.at else ""
     say(f"aia-ext check {diagnosis.target}{host}{when}\n\n")
-    fetched_from = {f.subject: f for f in diagnosis.fetched}
+    fetched_from = {f.subject: f for f in diagnosis.added}
     if diagnosis.verified:
         for depth, (cert, origin) in enumerate(zip(diagnosis.verified_chain,
                                                    _origins(diagnosis))):
@@ -110,7 +109,7 @@ def render(diagnosis: Diagnosis, out: TextIO, pem_path: str | None) -> None:
     else:
         for depth, cert in enumerate(diagnosis.served_chain):
             say(f"  {'   ' * depth}[served] {cert.subject}  (issued by {cert.issuer})\n")
-        for fetched in diagnosis.fetched:
+        for fetched in diagnosis.added:
             say(f"  [fetched] {fetched.subject}\n      from {fetched.url}\n")
         for failed in diagnosis.failed:
             where = failed.url or failed.for_subject
@@ -130,7 +129,7 @@ def render(diagnosis: Diagnosis, out: TextIO, pem_path: str | None) -> None:
     else:
         say(f"Verdict: DOES NOT VERIFY, even with AIA: verify error {diagnosis.verify_code} "
             f"({diagnosis.verify_message}).\n")
-        if diagnosis.verify_code in (2, 20):
+        if diagnosis.verify_code in MISSING_ISSUER:
             say("Fix: the issuer could not be found; check the trust store (--cafile) and "
                 "the caIssuers URLs above.\n")
 

@@ -15,9 +15,8 @@ import ssl
 import tempfile
 from typing import Callable, TextIO
 
-from .lab import AIAServer, TLSServer, issue, write_pem
-
-__all__ = ["run_demo"]
+from .api import create_default_context
+from .testing import AIAServer, TLSServer, issue, write_pem
 
 
 class _FetchLog(logging.Handler):
@@ -50,8 +49,6 @@ def _get(context: ssl.SSLContext, port: int) -> tuple[bytes, list[str]]:
 
 def run_demo(out: TextIO) -> int:
     """Run the demo, writing to ``out``; returns the process exit code."""
-    import aia_ext
-
     say: Callable[[str], None] = lambda line: print(line, file=out)  # noqa: E731
     with AIAServer() as aia, tempfile.TemporaryDirectory(prefix="aia-ext-demo-") as tmp:
         root = issue("aia_ext Demo Root CA", ca=True)
@@ -86,7 +83,7 @@ def run_demo(out: TextIO) -> int:
             logger.addHandler(handler)
             logger.setLevel(logging.DEBUG)
             try:
-                context = aia_ext.create_default_context(cafile=root_file)
+                context = create_default_context(cafile=root_file)
                 try:
                     body, chain = _get(context, server.port)
                 except ssl.SSLError as exc:

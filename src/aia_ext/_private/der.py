@@ -18,9 +18,6 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-__all__ = ["DERError", "ParsedCertificate", "element", "name_to_string", "names_match",
-           "parse_certificate"]
-
 #: Nesting depth followed; a certificate's AIA URI sits at depth 8.
 MAX_DEPTH = 12
 

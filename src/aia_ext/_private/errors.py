@@ -6,8 +6,6 @@ with OpenSSL's own ``verify_code``.
 
 from __future__ import annotations
 
-__all__ = ["AIAError", "FetchError", "UnsupportedPlatformError"]
-
 
 class AIAError(Exception):
     """Base class of every exception aia_ext raises."""
@@ -27,7 +25,9 @@ class FetchError(AIAError):
 
     ``reason`` is a short, stable phrase for logs and reports ("timeout",
     "too large", "HTTP 404", ...).  These never leave the chasing code as
-    exceptions: a failed fetch only means "no extra certificates".
+    exceptions: a failed fetch only means "no extra certificates".  A custom
+    ``fetcher`` may raise it to report a failure with its own reason; any
+    other exception from a fetcher is reported as "fetcher error".
     """
 
     #: Reasons starting with this depend on the asking context's options.
@@ -42,3 +42,7 @@ class FetchError(AIAError):
     def is_policy(self) -> bool:
         """True when the URL was refused by this context's policy, not by the network."""
         return self.reason.startswith(self.POLICY_PREFIX)
+
+
+class DiagnosisError(AIAError, ValueError):
+    """``diagnose()`` cannot work on its target: unreadable, not a certificate, unreachable."""

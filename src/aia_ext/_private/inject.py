@@ -25,68 +25,75 @@ from __future__ import annotations
 import logging
 import ssl
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .context import enable, stdlib_context_class
-from .options import make_options
+from . import engines
+from .api import adopt
+from .options import Options, make_options
+from .stdlib_ssl import STDLIB_CONTEXT
 
-__all__ = ["extract_from_ssl", "inject_into_ssl", "is_injected"]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from .options import OptionsKwargs
 
 log = logging.getLogger(__name__)
 
 _lock = threading.Lock()
 _saved: Any = None  # the original __dict__["__new__"] of ssl's SSLContext, while injected
-_options: dict[str, Any] = {}
+#: The options every new context gets.  Replaced as one immutable value, so
+#: a context created while inject_into_ssl() runs again gets the old options
+#: or the new ones, never a mixture or the defaults.
+_options: Options | None = None
 
 
-def inject_into_ssl(**options: Any) -> None:
+def inject_into_ssl(**options: Unpack[OptionsKwargs]) -> None:
     """Enable AIA chasing on every SSLContext created from now on, process-wide.
 
-    Idempotent and thread-safe; calling it again replaces the options.  Raises
-    UnsupportedPlatformError where the native engine cannot work.
-    """
-    from . import native
+    Idempotent and thread-safe; calling it again replaces the options.  The
+    options are those of ``enable()``.  Contexts created before the call are
+    not changed (``enable()`` them); docs/usage.md names the clients that
+    create theirs at import time.
 
-    make_options(options)  # validate first
-    native.engine()  # AIA_EXT_ENGINE=native where it cannot work raises here
-    global _saved
+    :raises UnsupportedPlatformError: ``AIA_EXT_ENGINE=native`` where the
+        native engine cannot bind.
+    """
+    global _saved, _options
+    opts = make_options(options)  # validate first; files are read once, here
+    engines.select()  # AIA_EXT_ENGINE=native where it cannot work raises here
     with _lock:
-        _options.clear()
-        _options.update(options)
+        _options = opts
         if _saved is not None:
             return
-        cls = stdlib_context_class()
-        saved = cls.__dict__["__new__"]
+        saved = STDLIB_CONTEXT.__dict__["__new__"]
         original = saved.__func__ if isinstance(saved, staticmethod) else saved
 
         def __new__(klass: type[ssl.SSLContext], protocol: Any = None, *args: Any,
                     **kwargs: Any) -> ssl.SSLContext:
             context: ssl.SSLContext = original(klass, protocol, *args, **kwargs)
-            if native.engine() == "native":
-                enable(context, **_options)
-            elif klass is cls:
-                # Fallback engine: the new plain context becomes an
-                # aia_ext.SSLContext.  A subclass's instance (truststore's outer
-                # context) keeps its class; its inner standard one is switched.
-                from .sslcontext import adopt
-
-                adopt(context, dict(_options), default_paths=False)
+            current = _options
+            # A subclass's instance (truststore's outer context) keeps its class;
+            # an engine verifying in the context's sockets enables the standard
+            # context it builds inside instead.
+            if current is not None and (klass is STDLIB_CONTEXT
+                                        or not engines.select().needs_context_class):
+                adopt(context, current)
             return context
 
-        cls.__new__ = staticmethod(__new__)  # type: ignore[method-assign,assignment]
+        STDLIB_CONTEXT.__new__ = staticmethod(__new__)  # type: ignore[method-assign,assignment]
         _saved = saved
     log.debug("AIA chasing injected into ssl.SSLContext")
 
 
 def extract_from_ssl() -> None:
     """Undo ``inject_into_ssl()`` exactly (a no-op if it is not in force)."""
-    global _saved
+    global _saved, _options
     with _lock:
         if _saved is None:
             return
-        stdlib_context_class().__new__ = _saved  # type: ignore[method-assign]
+        STDLIB_CONTEXT.__new__ = _saved  # type: ignore[method-assign]
         _saved = None
-        _options.clear()
+        _options = None
     log.debug("AIA chasing extracted from ssl.SSLContext")
 
 

@@ -1,33 +1,78 @@
-"""Validation of the keyword options of ``enable()`` and ``create_default_context()``.
+"""The keyword options of ``enable()``, ``create_default_context()``, ``inject_into_ssl()``
+and ``diagnose()``: validated once, at the public boundary, into one ``Options`` value.
 
-Defaults and the reasoning behind them are in README.md, "Limits and options";
-they follow the fetch policy in DESIGN.md (Chromium's limits, halved where a
-Python caller blocks on them).
+The defaults follow the fetch policy in docs/design.md ("Fetch policy": Chromium's
+limits, halved where a Python caller blocks on them); docs/usage.md has the
+table for users.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Callable, NamedTuple
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any, Callable, TypedDict, Union
+
+from .bundle import BundleError, certificates_in_bundle
 
 if TYPE_CHECKING:
     from .der import ParsedCertificate
 
-__all__ = ["Fetcher", "Options", "UrlFilter", "make_options"]
-
 #: ``fetcher(url, timeout) -> bytes``: replaces the built-in HTTP client.
-Fetcher = Callable[[str, float], bytes]
+Fetcher = Callable[[str, float], Union[bytes, bytearray, memoryview]]
 #: ``url_filter(url) -> bool``: False refuses the URL (and every redirect hop).
 UrlFilter = Callable[[str], bool]
+#: What ``intermediates=`` accepts: a path, PEM/DER/PKCS#7 bytes, or a sequence of those.
+IntermediatesSource = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview,
+                            Sequence[Union[str, "os.PathLike[str]", bytes, bytearray,
+                                           memoryview]]]
 
 
-class Options(NamedTuple):
-    """The fetch policy of one enabled context.  Immutable once validated.
+class OptionsKwargs(TypedDict, total=False):
+    """The keyword options, for ``**options: Unpack[OptionsKwargs]``.
 
-    A NamedTuple rather than a dataclass: ``dataclasses`` costs several
-    milliseconds of import time, on every program that imports aia_ext.
+    A misspelt option is then a type error under ``mypy --strict``, as well
+    as a ``TypeError`` at run time.
+    """
+
+    timeout: float
+    deadline: float
+    max_response_bytes: int
+    max_fetches: int
+    max_urls_per_cert: int
+    max_redirects: int
+    allow_https: bool
+    allow_private: bool
+    url_filter: UrlFilter | None
+    fetcher: Fetcher | None
+    intermediates: IntermediatesSource
+    cache_dir: str | os.PathLike[str] | None
+
+
+_DATACLASS_SLOTS: dict[str, Any] = {"slots": True} if sys.version_info >= (3, 10) else {}
+
+
+@dataclass(frozen=True, **_DATACLASS_SLOTS)
+class Options:
+    """The fetch policy of one enabled context: validated, immutable.
+
+    Build it from keywords with ``make_options``; every public function does
+    that once and hands the value down.
+
+    :ivar timeout: seconds one fetch may take (connect, redirects and body).
+    :ivar deadline: seconds all fetches of one verification may take together.
+    :ivar max_response_bytes: largest AIA response read.
+    :ivar max_fetches: network fetches per verification.
+    :ivar max_urls_per_cert: caIssuers URLs tried per certificate.
+    :ivar max_redirects: redirects followed per fetch, each re-checked.
+    :ivar allow_https: fetch https caIssuers URLs too (never with AIA themselves).
+    :ivar allow_private: connect to loopback and private addresses (internal CAs).
+    :ivar url_filter: ``url -> bool``; False refuses the URL and every redirect hop.
+    :ivar fetcher: ``(url, timeout) -> bytes`` replacing the built-in HTTP client.
+    :ivar intermediates: known intermediates, untrusted, tried before any fetch.
+    :ivar cache_dir: directory of the opt-in disk cache (None: memory only).
     """
 
     timeout: float = 5.0
@@ -40,11 +85,11 @@ class Options(NamedTuple):
     allow_private: bool = True
     url_filter: UrlFilter | None = None
     fetcher: Fetcher | None = None
-    #: Known intermediates, parsed: untrusted chain material tried before any fetch.
     intermediates: tuple[ParsedCertificate, ...] = ()
-    #: Directory of the opt-in disk cache (None: memory only).
     cache_dir: str | None = None
 
+
+DEFAULT = Options()
 
 # (lowest allowed, highest allowed) for the numeric options.  The upper bounds
 # keep a typo from turning a bounded hostile-input path into an unbounded one.
@@ -57,7 +102,12 @@ _INT_RANGES = {
 }
 _BOOLS = ("allow_https", "allow_private")
 _CALLABLES = ("url_filter", "fetcher")
-_NAMES = frozenset(Options._fields)
+NAMES = frozenset(f.name for f in fields(Options))
+#: Bytes read from one ``intermediates`` file at most (a Mozilla-size preload
+#: set of ~1,700 intermediates is ~3 MB of PEM).
+MAX_INTERMEDIATES_FILE = 64 * 1024 * 1024
+#: Certificates in the whole ``intermediates`` pool at most.
+MAX_INTERMEDIATES = 100_000
 
 
 def _check_float(name: str, value: Any) -> float:
@@ -79,11 +129,15 @@ def _check_int(name: str, value: Any) -> int:
 
 
 def make_options(given: Mapping[str, Any]) -> Options:
-    """Validate keyword options up front; a bad value is a ValueError naming it."""
-    unknown = sorted(set(given) - _NAMES)
+    """Validate keyword options once; a bad value is a ValueError naming it.
+
+    An unknown name is a TypeError listing the known ones.  Files named by
+    ``intermediates`` are read here, once, not per context or handshake.
+    """
+    unknown = sorted(set(given) - NAMES)
     if unknown:
         raise TypeError(
-            f"unexpected option(s) {', '.join(unknown)}; known options: {', '.join(sorted(_NAMES))}"
+            f"unexpected option(s) {', '.join(unknown)}; known options: {', '.join(sorted(NAMES))}"
         )
     checked: dict[str, Any] = {}
     for name, value in given.items():
@@ -106,30 +160,21 @@ def make_options(given: Mapping[str, Any]) -> Options:
     if "cache_dir" not in given and os.environ.get("AIA_EXT_CACHE_DIR"):
         checked["cache_dir"] = _check_cache_dir(os.environ["AIA_EXT_CACHE_DIR"],
                                                 "AIA_EXT_CACHE_DIR")
-    # A fetch never outlives the deadline: its time is min(timeout, what is left).
-    return Options(**checked)
+    return Options(**checked) if checked else DEFAULT
 
 
 def _load_intermediates(value: Any) -> tuple[ParsedCertificate, ...]:
     """A path, PEM/DER/PKCS#7 bytes, or a list of those -> parsed certificates."""
-    from .errors import FetchError
-    from .parse import parse_certificates
-
     items = value if isinstance(value, (list, tuple)) else [value]
     certs: list[ParsedCertificate] = []
-    from .der import ParsedCertificate
-
     for item in items:
-        if isinstance(item, ParsedCertificate):  # already validated (Options._asdict())
-            certs.append(item)
-            continue
         if isinstance(item, (bytes, bytearray, memoryview)):
             data, where = bytes(item), "bytes"
         elif isinstance(item, (str, os.PathLike)):
             where = os.fspath(item)
             try:
                 with open(where, "rb") as f:
-                    data = f.read(16 * 1024 * 1024)
+                    data = f.read(MAX_INTERMEDIATES_FILE)
             except OSError as exc:
                 raise ValueError(f"intermediates: cannot read {where}: "
                                  f"{exc.strerror or exc}") from None
@@ -137,9 +182,12 @@ def _load_intermediates(value: Any) -> tuple[ParsedCertificate, ...]:
             raise ValueError("intermediates must be a path, PEM/DER bytes, or a list of those, "
                              f"not {type(item).__name__}")
         try:
-            certs.extend(parse_certificates(data))
-        except FetchError:
+            certs.extend(certificates_in_bundle(data, MAX_INTERMEDIATES + 1 - len(certs)))
+        except BundleError:
             raise ValueError(f"intermediates: no certificate in {where}") from None
+        if len(certs) > MAX_INTERMEDIATES:
+            raise ValueError(f"intermediates: more than {MAX_INTERMEDIATES} certificates "
+                             f"(at {where}); split the pool or keep the ones you need")
     return tuple(certs)
 
 

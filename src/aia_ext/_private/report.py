@@ -1,40 +1,41 @@
-"""Per-connection reports: what AIA chasing did during one handshake.
+"""Per-connection reports: what AIA chasing did during one verification.
 
-The C callback stores the chase's session id in the connection's own SSL
-ex_data (an index of ours), so ``report(conn)`` finds exactly this
+The engine that verified a connection says which chase belongs to it (the
+native engine stores the chase id in the connection's own SSL ex_data; the
+fallback engine on the socket object), so ``report(conn)`` finds exactly this
 connection's chase, and a connection that needed none has no report.
 """
 
 from __future__ import annotations
 
-import ssl
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
 
-from . import native
+from . import binding, engines
+from .chase import finished
 
 if TYPE_CHECKING:
-    from .chase import Session
+    from .chase.core import Chase
 
-__all__ = ["FailedURL", "FetchedCertificate", "Report", "report"]
+#: Where an added certificate came from.
+Source = Literal["network", "memory cache", "disk cache", "intermediates pool"]
 
 
 @dataclass(frozen=True)
-class FetchedCertificate:
+class AddedCertificate:
     """A certificate AIA chasing added to the chain, as untrusted material."""
 
     subject: str
     issuer: str
-    url: str
-    #: "network", "memory cache", "disk cache" or "intermediates pool"
-    source: str
+    url: str  # "" when it came from the intermediates pool
+    source: Source
     nbytes: int
     elapsed_ms: float
-    der: bytes
+    der: bytes = field(repr=False)
 
 
 @dataclass(frozen=True)
-class FailedURL:
+class FailedAttempt:
     """A caIssuers URL (or a certificate without one) that gave nothing."""
 
     url: str  # "" when the certificate had no usable caIssuers URL
@@ -47,55 +48,33 @@ class Report:
     """What AIA chasing did for one verification.
 
     A report exists only when the served chain was incomplete (OpenSSL found
-    no issuer for a certificate), so ``chain_was_incomplete`` is always True
-    here; ``report()`` returns None for a connection whose chain was complete.
+    no issuer for a certificate); ``report()`` returns None for a connection
+    whose chain was complete.
     """
 
-    chain_was_incomplete: bool
     verified: bool
     verify_code: int
     verify_message: str
-    fetched: tuple[FetchedCertificate, ...]
-    failed: tuple[FailedURL, ...]
+    added: tuple[AddedCertificate, ...]
+    failed: tuple[FailedAttempt, ...]
     #: DER certificates, leaf first, as verified (native engine: 3.10+; empty
     #: where the interpreter cannot say, or when verification failed).
-    verified_chain: tuple[bytes, ...]
+    verified_chain: tuple[bytes, ...] = field(repr=False)
     network_fetches: int
     elapsed_ms: float
 
 
-def verify_message(code: int) -> str:
-    """OpenSSL's text for a verify code (the fallback's table without OpenSSL)."""
-    if code == 0:
-        return "ok"
-    try:
-        module = native.bind()
-    except Exception:  # noqa: BLE001 - no reachable OpenSSL: the fallback engine
-        from .fallback import _TEXT
-
-        return _TEXT.get(code, _TEXT[1])
-    return str(module.ffi.string(module.lib.aia_ext_verify_error_string(code)).decode())
-
-
-def from_session(session: Session, verified_chain: tuple[bytes, ...]) -> Report:
-    fetched = tuple(
-        FetchedCertificate(a.subject, a.issuer, a.url, a.source, a.nbytes, a.elapsed_ms, a.der)
-        for a in session.added
+def from_chase(state: Chase, verified_chain: tuple[bytes, ...]) -> Report:
+    added = tuple(
+        AddedCertificate(a.subject, a.issuer, a.url, a.source, a.nbytes,  # type: ignore[arg-type]
+                         a.elapsed_ms, a.der)
+        for a in state.added
     )
-    failed = tuple(FailedURL(a.url, a.for_subject, a.outcome)
-                   for a in session.attempts if a.outcome != "ok")
-    return Report(True, session.ok, session.error, verify_message(session.error),
-                  fetched, failed, verified_chain if session.ok else (), session.fetches,
-                  session.elapsed_ms)
-
-
-def _verified_chain(sslobj: object) -> tuple[bytes, ...]:
-    getter = getattr(sslobj, "get_verified_chain", None)  # _ssl._SSLSocket, 3.10+
-    if getter is None:
-        return ()
-    chain = getter() or []
-    return tuple(c if isinstance(c, bytes) else c.public_bytes(ssl._ssl.ENCODING_DER)  # type: ignore[attr-defined]
-                 for c in chain)
+    failed = tuple(FailedAttempt(a.url, a.for_subject, a.outcome)
+                   for a in state.attempts if a.outcome != "ok")
+    return Report(state.ok, state.error, binding.verify_error_string(state.error),
+                  added, failed, verified_chain if state.ok else (), state.fetches,
+                  state.elapsed_ms)
 
 
 def report(conn: object) -> Report | None:
@@ -105,30 +84,28 @@ def report(conn: object) -> Report | None:
     enabled, after its handshake, or the ``_ssl._SSLSocket`` inside either
     (what httpx/httpcore return as ``get_extra_info("ssl_object")``).
     Reports of the most recent 1,024 chases are kept; an older one is None too.
-    """
-    from . import chase
 
-    # A low-level socket (httpx's "ssl_object") leads to its wrapper by `owner`.
-    wrapper = getattr(conn, "owner", None) or conn
-    fallback_session = getattr(wrapper, "__dict__", {}).get("_aia_session")
-    if fallback_session is not None:  # verified by the fallback engine
-        session = chase.finished(fallback_session) if fallback_session else None
-        if session is None:
-            return None
-        return from_session(session, wrapper.__dict__.get("_aia_chain", ()))
-    low_level = native.low_level_socket_type()
-    if isinstance(conn, (ssl.SSLSocket, ssl.SSLObject)):
-        sslobj = getattr(conn, "_sslobj", None)
-    elif isinstance(conn, low_level):
-        sslobj = conn
+    :raises TypeError: ``conn`` is not a TLS connection object.
+    """
+    for engine in engines.ALL:
+        found = engine.chase_of(conn)
+        if found is not None:
+            break
     else:
-        raise TypeError(f"expected an ssl.SSLSocket or ssl.SSLObject, got {type(conn).__name__}")
-    if not isinstance(sslobj, low_level):
-        return None  # not connected, or closed
-    session_id = native.session_of(sslobj)
-    if not session_id:
+        if not _is_connection(conn):
+            raise TypeError("expected an ssl.SSLSocket or ssl.SSLObject, "
+                            f"got {type(conn).__name__}")
         return None
-    session = chase.finished(session_id)
-    if session is None:
-        return None
-    return from_session(session, _verified_chain(sslobj))
+    state = finished.get(found.chase_id) if found.chase_id else None
+    return from_chase(state, found.verified_chain) if state is not None else None
+
+
+def _is_connection(conn: object) -> bool:
+    import ssl
+
+    if isinstance(conn, (ssl.SSLSocket, ssl.SSLObject)):
+        return True
+    try:
+        return isinstance(conn, binding.low_level_socket_type())
+    except ImportError:  # pragma: no cover
+        return False

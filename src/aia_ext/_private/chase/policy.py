@@ -1,7 +1,7 @@
 """Which caIssuers URLs may be fetched, and which addresses may be connected to.
 
 The URL comes from a certificate nobody has verified yet, so it is attacker
-input (DESIGN.md invariant 5).  RFC 5280 section 4.2.2.1 allows http, ldap and
+input (docs/design.md, invariant 5).  RFC 5280 section 4.2.2.1 allows http, ldap and
 (by extension) https; like Chromium we fetch plain http only, https on opt-in.
 """
 
@@ -11,12 +11,10 @@ import ipaddress
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from .errors import FetchError
+from ..errors import FetchError
 
 if TYPE_CHECKING:
-    from .options import Options
-
-__all__ = ["address_refusal", "check_url", "url_refusal"]
+    from ..options import Options
 
 #: Longer URLs are refused; real caIssuers URLs are well under 200 characters.
 MAX_URL_LENGTH = 2048

@@ -1,4 +1,7 @@
-"""A throwaway PKI and loopback servers: the demo's, the tests' and the benchmarks'.
+"""A throwaway test PKI and loopback servers: the demo's, the tests' and the benchmarks'.
+
+Shipped in the package because ``python -m aia_ext demo`` needs it; it is not
+part of the public API.
 
 Everything binds 127.0.0.1 on an ephemeral port and needs no internet.  The
 PKI is built with cryptography's builders, ECDSA P-256 by default so that
@@ -25,8 +28,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
-
-__all__ = ["AIAServer", "Cert", "TLSServer", "issue", "new_key"]
 
 PrivateKey = ec.EllipticCurvePrivateKey
 _ONE_DAY = datetime.timedelta(days=1)

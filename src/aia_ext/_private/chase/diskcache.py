@@ -22,11 +22,10 @@ import os
 import tempfile
 import time
 
-from .der import ParsedCertificate
-from .errors import FetchError
-from .parse import parse_certificates
-
-__all__ = ["load", "store"]
+from ..der import ParsedCertificate
+from ..errors import FetchError
+from ..logtext import escape
+from .response import certificates_in_response
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +58,10 @@ def load(directory: str, url: str) -> tuple[ParsedCertificate, ...] | None:
     url_line, _, body = body.partition(b"\n")
     if len(data) > _MAX_FILE or header.decode("latin-1") != _MAGIC \
             or url_line.decode("latin-1") != f"# url: {url}":
-        log.debug("disk cache: ignoring %s (not an aia_ext entry for %s)", path, url)
+        log.debug("disk cache: ignoring %s (not an aia_ext entry for %s)", path, escape(url))
         return None
     try:
-        certs = tuple(parse_certificates(body))
+        certs = tuple(certificates_in_response(body))
     except FetchError as exc:
         log.debug("disk cache: ignoring %s (%s)", path, exc)
         return None
@@ -88,6 +87,6 @@ def store(directory: str, url: str, certs: list[bytes]) -> None:
             os.unlink(tmp)
             raise
     except OSError as exc:
-        log.debug("disk cache: cannot write an entry for %s in %s: %s", url, directory, exc)
+        log.debug("disk cache: cannot write an entry for %s in %s: %s", escape(url), directory, exc)
         return
-    log.debug("disk cache: stored %d certificate(s) for %s", len(certs), url)
+    log.debug("disk cache: stored %d certificate(s) for %s", len(certs), escape(url))

@@ -1,6 +1,6 @@
 """``getpeercert()``'s dictionary for a certificate, built without OpenSSL.
 
-Only for connections the fallback engine verified (sslcontext.py): _ssl
+Only for connections the fallback engine verified (context.py): _ssl
 decodes the peer certificate only when OpenSSL itself verified it.  The
 layout follows _ssl's (Modules/_ssl.c, _decode_certificate): RDN tuples with
 OpenSSL's long names, subjectAltName pairs, and times as "%b %d %H:%M:%S %Y GMT".
@@ -9,8 +9,6 @@ OpenSSL's long names, subjectAltName pairs, and times as "%b %d %H:%M:%S %Y GMT"
 from __future__ import annotations
 
 from typing import Any
-
-__all__ = ["decode"]
 
 # OpenSSL's long names (obj_dat.h) for the attributes certificates use.
 _LONG_NAMES = {

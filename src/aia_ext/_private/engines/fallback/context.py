@@ -1,92 +1,79 @@
-"""``aia_ext.SSLContext``: an ``ssl.SSLContext`` that chases AIA on every platform.
+"""The fallback engine's context and sockets: verification after the handshake.
 
-Where the native engine binds, the context is simply ``enable()``d.
-Elsewhere (or with ``AIA_EXT_ENGINE=fallback``) it runs the fallback engine:
 OpenSSL's verification is switched off underneath, while the context keeps
 showing and enforcing the ``verify_mode`` and ``check_hostname`` the caller
 set; the sockets and objects it creates verify the served chain in Python
-(fallback.py) before ``do_handshake()`` returns, and close the connection on
+(verify.py) before ``do_handshake()`` returns, and close the connection on
 failure.  No application data is exchanged on an unverified connection.
+
+``VerifyingContext`` is the base of the public ``aia_ext.SSLContext``.  With
+no fallback state attached (the native engine is in force) every override
+below is a pass-through to the standard behaviour.
 """
 
 from __future__ import annotations
 
 import os
 import ssl
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import native
-from .context import stdlib_context_class
-from .options import Options, make_options
+from ... import binding
+from ...options import Options
+from ...stdlib_ssl import (
+    STDLIB_CONTEXT,
+    openssl_check_hostname,
+    openssl_verify_mode,
+    record_trust_sources,
+    set_openssl_check_hostname,
+    set_openssl_verification,
+    set_openssl_verify_mode,
+    trust_sources,
+)
 
-__all__ = ["SSLContext", "adopt", "drop_fallback", "set_options"]
-
-# The standard library's class, even if ssl.SSLContext names truststore's now.
-_STDLIB = stdlib_context_class()
-# Its C base (_ssl._SSLContext; PyPy's _cffi_ssl one) holds OpenSSL's own
-# verify_mode and check_hostname.  Those descriptors are used directly: ssl.py's
-# property setters look up the name ssl.SSLContext, and recurse forever once
-# truststore has rebound it to a subclass.
-_CBASE = _STDLIB.__mro__[1]
-
-
-def _openssl_verify_mode(context: object) -> ssl.VerifyMode:
-    return ssl.VerifyMode(_CBASE.verify_mode.__get__(context))  # type: ignore[attr-defined]
-
-
-def _openssl_check_hostname(context: object) -> bool:
-    return bool(_CBASE.check_hostname.__get__(context))  # type: ignore[attr-defined]
-
-
-def _set_openssl(context: object, verify_mode: ssl.VerifyMode, check_hostname: bool) -> None:
-    # Order matters, as in ssl: hostname checks need verification on.
-    if check_hostname:
-        _CBASE.verify_mode.__set__(context, verify_mode)  # type: ignore[attr-defined]
-        _CBASE.check_hostname.__set__(context, True)  # type: ignore[attr-defined]
-    else:
-        _CBASE.check_hostname.__set__(context, False)  # type: ignore[attr-defined]
-        _CBASE.verify_mode.__set__(context, verify_mode)  # type: ignore[attr-defined]
 if TYPE_CHECKING:
     _Base = ssl.SSLContext
 else:
-    _Base = _STDLIB
+    _Base = STDLIB_CONTEXT
+
+#: The key of the fallback state in a context's ``__dict__``.
+STATE_KEY = "_aia_fallback"
 
 
 @dataclass
-class _FallbackState:
+class FallbackState:
+    """What the fallback engine keeps on a context it verifies for."""
+
     options: Options
-    verify_mode: ssl.VerifyMode
+    verify_mode: ssl.VerifyMode  # as the caller set it (OpenSSL's own is CERT_NONE)
     check_hostname: bool
-    default_paths: bool = False
-    capaths: list[str] = field(default_factory=list)
 
 
-def _fallback(context: object) -> _FallbackState | None:
-    state = getattr(context, "__dict__", {}).get("_aia_fallback")
-    return state if isinstance(state, _FallbackState) else None
+def state_of(context: object) -> FallbackState | None:
+    state = getattr(context, "__dict__", {}).get(STATE_KEY)
+    return state if isinstance(state, FallbackState) else None
 
 
-class SSLContext(_Base):
-    """An ``ssl.SSLContext`` with AIA chasing, whichever engine this interpreter allows."""
+#: Where a verified connection keeps its chase id and verified chain.
+CHASE_KEY, CHAIN_KEY = "_aia_chase_id", "_aia_chain"
 
-    def __new__(cls, protocol: Any = None, *args: Any, **kwargs: Any) -> SSLContext:
-        context = super().__new__(cls, protocol, *args, **kwargs)
-        _setup(context, Options())
-        return context
+
+class VerifyingContext(_Base):
+    """An ``ssl.SSLContext`` whose sockets verify after the handshake when the fallback
+    engine is attached; a plain context otherwise."""
 
     # -- what the caller sees and sets, kept apart from OpenSSL's in fallback mode
 
     @property  # type: ignore[override]
     def verify_mode(self) -> ssl.VerifyMode:
-        state = _fallback(self)
-        return state.verify_mode if state else _openssl_verify_mode(self)
+        state = state_of(self)
+        return state.verify_mode if state else openssl_verify_mode(self)
 
     @verify_mode.setter
     def verify_mode(self, value: ssl.VerifyMode) -> None:
-        state = _fallback(self)
+        state = state_of(self)
         if state is None:
-            _CBASE.verify_mode.__set__(self, value)  # type: ignore[attr-defined]
+            set_openssl_verify_mode(self, value)
             return
         mode = ssl.VerifyMode(value)
         if mode == ssl.CERT_NONE and state.check_hostname:
@@ -95,14 +82,14 @@ class SSLContext(_Base):
 
     @property
     def check_hostname(self) -> bool:
-        state = _fallback(self)
-        return state.check_hostname if state else _openssl_check_hostname(self)
+        state = state_of(self)
+        return state.check_hostname if state else openssl_check_hostname(self)
 
     @check_hostname.setter
     def check_hostname(self, value: bool) -> None:
-        state = _fallback(self)
+        state = state_of(self)
         if state is None:
-            _CBASE.check_hostname.__set__(self, value)  # type: ignore[attr-defined]
+            set_openssl_check_hostname(self, value)
             return
         state.check_hostname = bool(value)
         if state.check_hostname and state.verify_mode == ssl.CERT_NONE:
@@ -140,22 +127,17 @@ class SSLContext(_Base):
 
     def load_default_certs(self, purpose: ssl.Purpose = ssl.Purpose.SERVER_AUTH) -> None:
         super().load_default_certs(purpose)
-        state = _fallback(self)
-        if state:
-            state.default_paths = True
+        record_trust_sources(self, default_paths=True)
 
     def set_default_verify_paths(self) -> None:
         super().set_default_verify_paths()
-        state = _fallback(self)
-        if state:
-            state.default_paths = True
+        record_trust_sources(self, default_paths=True)
 
     def load_verify_locations(self, cafile: Any = None, capath: Any = None,
                               cadata: Any = None) -> None:
         super().load_verify_locations(cafile, capath, cadata)
-        state = _fallback(self)
-        if state and capath is not None:
-            state.capaths.append(os.fspath(capath))
+        if capath is not None:
+            record_trust_sources(self, capath=os.fspath(capath))
 
 
 def _combine(ours: type, theirs: type) -> type:
@@ -172,79 +154,30 @@ def _take_over_openssl_settings(context: ssl.SSLContext) -> None:
     verify_mode setter does), which bypasses our properties; what it set is
     what the caller wants enforced, so it moves into the state.
     """
-    state = _fallback(context)
+    state = state_of(context)
     if state is None:
         return
-    mode, hostname = _openssl_verify_mode(context), _openssl_check_hostname(context)
+    mode, hostname = openssl_verify_mode(context), openssl_check_hostname(context)
     if mode != ssl.CERT_NONE or hostname:
         state.verify_mode, state.check_hostname = mode, hostname
-        _set_openssl(context, ssl.CERT_NONE, False)
-
-
-def _setup(context: ssl.SSLContext, options: Options, default_paths: bool = False,
-           capaths: tuple[str, ...] = ()) -> None:
-    """Give ``context`` (an aia_ext.SSLContext) its engine."""
-    from .context import enable
-
-    if native.engine() == "native":
-        enable(context, **options._asdict())
-        return
-    state = _FallbackState(options, _openssl_verify_mode(context),
-                           _openssl_check_hostname(context), default_paths, list(capaths))
-    # OpenSSL must not verify (it would fail on the incomplete chain); the
-    # caller-facing values live in the state and are enforced after the handshake.
-    _set_openssl(context, ssl.CERT_NONE, False)
-    context.__dict__["_aia_fallback"] = state
-
-
-def adopt(context: ssl.SSLContext, options: dict[str, Any], default_paths: bool,
-          capaths: tuple[str, ...] = ()) -> SSLContext:
-    """Turn a freshly made standard context into an aia_ext.SSLContext, in place.
-
-    The layouts are identical (no new slots), so every default the standard
-    library chose for this Python version is kept exactly.  ``default_paths``
-    and ``capaths`` say what was loaded before the switch.
-    """
-    opts = make_options(options)
-    context.__class__ = SSLContext
-    context.__dict__.pop("_aia_fallback", None)
-    _setup(context, opts, default_paths, capaths)
-    return context  # type: ignore[return-value]
-
-
-def drop_fallback(context: ssl.SSLContext) -> bool:
-    """Put OpenSSL's verification back as the caller set it; False if not in fallback."""
-    state = _fallback(context)
-    if state is None:
-        return False
-    del context.__dict__["_aia_fallback"]
-    _set_openssl(context, state.verify_mode, state.check_hostname)
-    return True
-
-
-def set_options(context: ssl.SSLContext, options: dict[str, Any]) -> bool:
-    """Replace a fallback context's options; False if it is not in fallback mode."""
-    state = _fallback(context)
-    if state is None:
-        return False
-    state.options = make_options(options)
-    return True
+        set_openssl_verification(context, ssl.CERT_NONE, False)
 
 
 def _verify(owner: ssl.SSLSocket | ssl.SSLObject) -> None:
     """Verify the peer of a completed client handshake in fallback mode."""
-    from . import fallback
+    from .verify import verify_chain  # cryptography: imported on the first handshake
 
     context = owner.context
-    state = _fallback(context)
+    state = state_of(context)
     if state is None or owner.server_side or state.verify_mode == ssl.CERT_NONE:
         return
-    served = native.served_chain(owner)
+    served = binding.served_chain(owner)
     hostname = owner.server_hostname if state.check_hostname else None
-    session_id, chain = fallback.verify_chain(served, context, hostname, state.options,
-                                              state.default_paths, tuple(state.capaths))
-    owner.__dict__["_aia_session"] = session_id
-    owner.__dict__["_aia_chain"] = tuple(chain)
+    default_paths, capaths = trust_sources(context)
+    chase_id, chain = verify_chain(served, context, hostname, state.options,
+                                   default_paths, capaths)
+    owner.__dict__[CHASE_KEY] = chase_id
+    owner.__dict__[CHAIN_KEY] = tuple(chain)
 
 
 def _peercert(owner: Any, binary_form: bool) -> Any:
@@ -254,10 +187,10 @@ def _peercert(owner: Any, binary_form: bool) -> Any:
     decoded form; clients such as urllib3 1.26 (pip's) read it to match the
     hostname themselves, so the verified leaf is decoded here instead.
     """
-    chain = owner.__dict__.get("_aia_chain")
+    chain = owner.__dict__.get(CHAIN_KEY)
     if binary_form or not chain:
         return None
-    from .peercert import decode
+    from .peercert import decode  # cryptography: imported on first use
 
     return decode(chain[0])
 

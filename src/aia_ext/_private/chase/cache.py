@@ -13,7 +13,6 @@ refusals are never cached: they depend on the asking context's options.
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import time
@@ -22,11 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
-    from .der import ParsedCertificate
-
-__all__ = ["CacheEntry", "MemoryCache", "cache"]
-
-log = logging.getLogger(__name__)
+    from ..der import ParsedCertificate
 
 #: Entries kept at most; a process rarely meets more than a few dozen CAs.
 MAX_ENTRIES = 1024

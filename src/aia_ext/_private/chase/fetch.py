@@ -1,7 +1,7 @@
 """The built-in HTTP client for caIssuers URLs, on the standard library's http.client.
 
-Everything about it is bounded because the URL is attacker input (DESIGN.md
-invariant 5):
+Everything about it is bounded because the URL is attacker input
+(docs/design.md, invariant 5):
 
 - time: one absolute deadline per fetch, min(timeout, what is left of the
   verification's deadline), enforced on every read, so a server dripping one
@@ -31,11 +31,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
-from .errors import FetchError
-from .options import Options
-from .urls import address_refusal, check_url
-
-__all__ = ["fetch_url"]
+from ..errors import FetchError
+from ..logtext import escape
+from ..options import Options
+from ..stdlib_ssl import new_plain_context
+from .policy import address_refusal, check_url
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,6 @@ _ACCEPT = (
 _USER_AGENT = "aia_ext (AIA caIssuers fetch)"
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _READ_CHUNK = 16 * 1024
-_PlainSSLContext = ssl.SSLContext
 
 
 def _remaining(deadline_at: float) -> float:
@@ -137,14 +136,10 @@ class _PinnedConnection(http.client.HTTPConnection):
     def connect(self) -> None:
         sock = _open_checked_socket(self._target, self._options, self._deadline_at)
         if self._target.tls:
-            context = _PlainSSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            # A context no injection has touched: an https fetch must not chase
+            # AIA itself (docs/design.md, "Fetch policy").
+            context = new_plain_context(ssl.PROTOCOL_TLS_CLIENT)
             context.load_default_certs()
-            # inject_into_ssl() enables every new context; an https fetch must
-            # not chase AIA itself (DESIGN.md: https is fetched without AIA).
-            from .context import disable, is_enabled
-
-            if is_enabled(context):
-                disable(context)
             sock.settimeout(_remaining(self._deadline_at))
             sock = context.wrap_socket(sock, server_hostname=self._target.tls_server_name)
         self.sock = _DeadlineSocket(sock, self._deadline_at)
@@ -303,7 +298,7 @@ def fetch_url(url: str, options: Options, deadline_at: float) -> bytes:
         if not location:
             raise FetchError(f"HTTP {status}", "redirect without Location")
         current = urljoin(current, location)
-        log.debug("caIssuers %s redirected (%d) to %s", url, status, current)
+        log.debug("caIssuers %s redirected (%d) to %s", escape(url), status, escape(current))
     raise FetchError("too many redirects", f"more than {options.max_redirects}")
 
 

@@ -1,11 +1,14 @@
-"""One verification's AIA chase: which issuer to look for, where, and within what budget.
+"""One verification's chase: the ``Chase`` state and the two calls engines make.
 
-The C callback calls ``missing()`` each time X509_verify_cert stops on a
-missing issuer and ``done()`` once at the end.  State that must live across
-those calls (URLs tried, fetches made, the deadline) sits in a ``Session``.
+An engine calls ``on_missing_issuer()`` each time verification stops on a
+certificate whose issuer is missing, and ``finish()`` once at the end.  State
+that must live across those calls (URLs tried, fetches made, the deadline)
+sits in a ``Chase``.  Issuers come from the intermediates pool, the memory
+and disk caches, or the network (fetch.py), in that order.
 
-Every certificate found here is handed to C as *untrusted* chain material; C
-re-runs OpenSSL's verification, which alone decides (DESIGN.md invariant 1).
+Every certificate found here is handed to the engine as *untrusted* chain
+material; the engine's verifier re-runs and alone decides (docs/design.md,
+invariant 1).
 """
 
 from __future__ import annotations
@@ -16,21 +19,21 @@ import logging
 import os
 import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
+from ..der import ParsedCertificate, names_match, parse_certificate
+from ..errors import FetchError
+from ..logtext import escape
+from ..x509_codes import MISSING_ISSUER
+from . import diskcache, finished
 from .cache import NEGATIVE_TTL, CacheEntry, cache, success_expiry
-from .der import ParsedCertificate, names_match, parse_certificate
-from .errors import FetchError
 from .fetch import fetch_url
-from .parse import parse_certificates
-from .urls import url_refusal
+from .policy import url_refusal
+from .response import certificates_in_response
 
 if TYPE_CHECKING:
-    from .options import Options
-
-__all__ = ["Attempt", "Session", "done", "missing"]
+    from ..options import Options
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +69,9 @@ class Added:
 
 
 @dataclass
-class Session:
-    """State of one verification that needed AIA."""
+class Chase:
+    """State of one verification that needed AIA (one per verification, however many
+    fetch-and-reverify rounds it takes; not to be confused with a TLS session)."""
 
     id: int
     options: Options
@@ -89,39 +93,42 @@ class Session:
     elapsed_ms: float = 0.0
 
 
+#: Issuer names memoized per cache entry (a real entry sees one or two).
+MAX_DERIVED_PER_ENTRY = 8
+
 _ids = itertools.count(1)
-_sessions: dict[int, Session] = {}
-_sessions_lock = threading.Lock()
+_chases: dict[int, Chase] = {}
+_chases_lock = threading.Lock()
 
 
 def _after_fork_in_child() -> None:
-    # Sessions of threads that do not exist in the child never end, and a
+    # Chases of threads that do not exist in the child never end, and a
     # lock another thread held at fork() would stay held forever.
-    global _sessions_lock
-    _sessions_lock = threading.Lock()
-    _sessions.clear()
+    global _chases_lock
+    _chases_lock = threading.Lock()
+    _chases.clear()
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _open(options: Options) -> Session:
+def _open(options: Options) -> Chase:
     now = time.monotonic()
-    session = Session(next(_ids), options, now, now + options.deadline)
-    with _sessions_lock:
-        _sessions[session.id] = session
-    return session
+    chase = Chase(next(_ids), options, now, now + options.deadline)
+    with _chases_lock:
+        _chases[chase.id] = chase
+    return chase
 
 
-def session_for(session_id: int, options: Options) -> tuple[Session, int]:
-    """The session with ``session_id``, or a new one (id 0 means none yet)."""
-    with _sessions_lock:
-        existing = _sessions.get(session_id) if session_id else None
+def chase_for(chase_id: int, options: Options) -> tuple[Chase, int]:
+    """The chase with ``chase_id``, or a new one (id 0 means none yet)."""
+    with _chases_lock:
+        existing = _chases.get(chase_id) if chase_id else None
     if existing is not None:
-        return existing, session_id
-    session = _open(options)
-    return session, session.id
+        return existing, chase_id
+    chase = _open(options)
+    return chase, chase.id
 
 
 def _issuer_candidates(child: ParsedCertificate,
@@ -159,6 +166,10 @@ def _candidates_for(child: ParsedCertificate,
     if derived is None:
         derived = tuple((c.der, c.subject_text, c.issuer_text)
                         for c in _issuer_candidates(child, entry.certificates))
+        # The key is a name from an unverified certificate: a server inventing
+        # issuer names must not grow this memo without bound.
+        if len(entry.derived) >= MAX_DERIVED_PER_ENTRY:
+            entry.derived.clear()
         entry.derived[child.issuer] = derived
     return derived
 
@@ -168,69 +179,67 @@ def _network_entry(url: str, options: Options, deadline_at: float) -> CacheEntry
     try:
         body = fetch_url(url, options, deadline_at)
         fetched = time.monotonic()
-        certs = tuple(parse_certificates(body))
+        certs = tuple(certificates_in_response(body))
     except FetchError as exc:
         elapsed = (time.monotonic() - started) * 1000
-        log.debug("fetch of %s failed after %.1f ms: %s", url, elapsed, exc)
+        log.debug("fetch of %s failed after %.1f ms: %s", escape(url), elapsed, escape(exc))
         return CacheEntry(url, error=str(exc), fetch_ms=elapsed,
                           expires_at=time.monotonic() + NEGATIVE_TTL,
                           shareable=not exc.is_policy)
     parse_ms = (time.monotonic() - fetched) * 1000
     fetch_ms = (fetched - started) * 1000
     log.debug("fetched %s: %d bytes, %d certificate(s) in %.1f ms (+%.2f ms parsing)",
-              url, len(body), len(certs), fetch_ms, parse_ms)
+              escape(url), len(body), len(certs), fetch_ms, parse_ms)
     return CacheEntry(url, certs, None, len(body), fetch_ms, parse_ms, success_expiry(certs))
 
 
-def _lookup(session: Session, url: str) -> tuple[CacheEntry | None, str]:
+def _lookup(chase: Chase, url: str) -> tuple[CacheEntry | None, str]:
     """The entry for ``url`` from memory, disk or the network, and its source."""
     entry = cache.get(url)
     if entry is not None:
         return entry, "memory cache"
-    if session.options.cache_dir is not None:
-        from . import diskcache
-
-        certs = diskcache.load(session.options.cache_dir, url)
+    if chase.options.cache_dir is not None:
+        certs = diskcache.load(chase.options.cache_dir, url)
         if certs is not None:
             entry = CacheEntry(url, certs, None, sum(len(c.der) for c in certs), 0.0, 0.0,
                                success_expiry(certs))
             cache.put(entry)
             return entry, "disk cache"
-    if session.fetches >= session.options.max_fetches:
-        return None, f"fetch limit reached ({session.options.max_fetches} per verification)"
-    left = session.deadline_at - time.monotonic()
+    if chase.fetches >= chase.options.max_fetches:
+        return None, f"fetch limit reached ({chase.options.max_fetches} per verification)"
+    left = chase.deadline_at - time.monotonic()
     if left <= 0:
         return None, "deadline reached"
-    session.fetches += 1
+    chase.fetches += 1
     entry, _fetched_here = cache.get_or_fetch(
-        url, lambda: _network_entry(url, session.options, session.deadline_at), left
+        url, lambda: _network_entry(url, chase.options, chase.deadline_at), left
     )
     return entry, "network"
 
 
-def missing(
-    session: Session, der: bytes, depth: int, error: int, add: AddUntrusted
+def on_missing_issuer(
+    chase: Chase, der: bytes, depth: int, error: int, add: AddUntrusted
 ) -> int:
     """Find issuers for the certificate ``der`` and add them; how many were added."""
-    _account_reverify(session)
-    added = _missing(session, der, depth, error, add)
-    session.answered_at = time.monotonic() if added > 0 else None
+    _account_reverify(chase)
+    added = _missing(chase, der, depth, error, add)
+    chase.answered_at = time.monotonic() if added > 0 else None
     return added
 
 
-def _account_reverify(session: Session) -> None:
-    if session.answered_at is not None:
-        session.reverify_ms += (time.monotonic() - session.answered_at) * 1000
-        session.answered_at = None
+def _account_reverify(chase: Chase) -> None:
+    if chase.answered_at is not None:
+        chase.reverify_ms += (time.monotonic() - chase.answered_at) * 1000
+        chase.answered_at = None
 
 
-def _from_pool(session: Session, child: ParsedCertificate, add: AddUntrusted) -> int:
+def _from_pool(chase: Chase, child: ParsedCertificate, add: AddUntrusted) -> int:
     """Add issuers of ``child`` from the ``intermediates`` pool: no fetch needed."""
     added = 0
-    for cert in _issuer_candidates(child, session.options.intermediates):
+    for cert in _issuer_candidates(child, chase.options.intermediates):
         if add(cert.der) > 0:
             added += 1
-            session.added.append(Added(cert.subject_text, cert.issuer_text, "",
+            chase.added.append(Added(cert.subject_text, cert.issuer_text, "",
                                        "intermediates pool", len(cert.der), 0.0, cert.der))
     return added
 
@@ -246,43 +255,43 @@ def _child(der: bytes) -> tuple[ParsedCertificate, str]:
     return child, child.subject_text or "(empty subject)"
 
 
-def _missing(session: Session, der: bytes, depth: int, error: int, add: AddUntrusted) -> int:
+def _missing(chase: Chase, der: bytes, depth: int, error: int, add: AddUntrusted) -> int:
     try:
         child, subject = _child(der)
     except ValueError as exc:  # DERError: OpenSSL read it, der.py cannot
-        session.attempts.append(Attempt("", f"certificate at depth {depth}",
+        chase.attempts.append(Attempt("", f"certificate at depth {depth}",
                                         f"unreadable certificate ({exc})"))
         return 0
     urls = child.ca_issuers
-    added = _from_pool(session, child, add)
+    added = _from_pool(chase, child, add)
     if added:
         return added
     log.debug("verification %d: issuer of %s (depth %d, error %d) missing; %d caIssuers URL(s)",
-              session.id, subject, depth, error, len(urls))
+              chase.id, escape(subject), depth, error, len(urls))
     if not urls:
-        session.attempts.append(Attempt("", subject, "no caIssuers URL"))
-    for url in urls[: session.options.max_urls_per_cert]:
-        if url in session.tried:  # cycles: a URL is fetched once per verification
+        chase.attempts.append(Attempt("", subject, "no caIssuers URL"))
+    for url in urls[: chase.options.max_urls_per_cert]:
+        if url in chase.tried:  # cycles: a URL is fetched once per verification
             continue
-        session.tried.add(url)
-        refusal = url_refusal(url, session.options)
+        chase.tried.add(url)
+        refusal = url_refusal(url, chase.options)
         if refusal is not None:
-            session.attempts.append(Attempt(url, subject, refusal))
+            chase.attempts.append(Attempt(url, subject, refusal))
             continue
-        if time.monotonic() >= session.deadline_at:
-            session.attempts.append(Attempt(url, subject, "deadline reached"))
+        if time.monotonic() >= chase.deadline_at:
+            chase.attempts.append(Attempt(url, subject, "deadline reached"))
             break
-        entry, source = _lookup(session, url)
+        entry, source = _lookup(chase, url)
         if entry is None:
-            session.attempts.append(Attempt(url, subject, source))
+            chase.attempts.append(Attempt(url, subject, source))
             continue
         network = source == "network"
         attempt = Attempt(url, subject, entry.error or "ok", source,
                           entry.nbytes, entry.fetch_ms + entry.parse_ms if network else 0.0)
-        session.attempts.append(attempt)
+        chase.attempts.append(attempt)
         if network:
-            session.fetch_ms += entry.fetch_ms
-            session.parse_ms += entry.parse_ms
+            chase.fetch_ms += entry.fetch_ms
+            chase.parse_ms += entry.parse_ms
         if entry.error is not None:
             continue
         candidates = _candidates_for(child, entry)
@@ -292,31 +301,26 @@ def _missing(session: Session, der: bytes, depth: int, error: int, add: AddUntru
         for cert_der, cert_subject, cert_issuer in candidates:
             if add(cert_der) > 0:
                 attempt.added += 1
-                session.added.append(Added(cert_subject, cert_issuer, url, source,
+                chase.added.append(Added(cert_subject, cert_issuer, url, source,
                                            entry.nbytes, attempt.elapsed_ms, cert_der))
         if attempt.added:
             return attempt.added
         attempt.outcome = "nothing new (certificates already in the chain)"
-    skipped = len(urls) - session.options.max_urls_per_cert
+    skipped = len(urls) - chase.options.max_urls_per_cert
     if skipped > 0:
         log.debug("verification %d: ignored %d caIssuers URL(s) beyond max_urls_per_cert=%d",
-                  session.id, skipped, session.options.max_urls_per_cert)
+                  chase.id, skipped, chase.options.max_urls_per_cert)
     return 0
 
 
-def _store_on_disk(session: Session, directory: str) -> None:
-    """Persist what completed this (verified) chain, per URL (DESIGN.md: like .NET)."""
-    from . import diskcache
-
+def _store_on_disk(chase: Chase, directory: str) -> None:
+    """Persist what completed this (verified) chain, per URL (like .NET's disk cache)."""
     by_url: dict[str, list[bytes]] = {}
-    for added in session.added:
+    for added in chase.added:
         if added.source in ("network", "memory cache"):
             by_url.setdefault(added.url, []).append(added.der)
     for url, certs in by_url.items():
         diskcache.store(directory, url, certs)
-
-
-MISSING_ISSUER = frozenset({2, 20})  # X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT[_LOCALLY]
 
 
 def _describe(attempt: Attempt) -> str:
@@ -328,50 +332,32 @@ def _describe(attempt: Attempt) -> str:
     return f"{attempt.url} ({outcome})"
 
 
-def done(session_id: int, ok: bool, error: int, depth: int) -> Session | None:
-    """Close a session; log once if chasing was tried and the chain still failed."""
-    with _sessions_lock:
-        session = _sessions.pop(session_id, None)
-    if session is None:
+def finish(chase_id: int, ok: bool, error: int, depth: int) -> Chase | None:
+    """Close a chase; log once if chasing was tried and the chain still failed."""
+    with _chases_lock:
+        chase = _chases.pop(chase_id, None)
+    if chase is None:
         return None
-    _account_reverify(session)
-    elapsed = (time.monotonic() - session.started) * 1000
-    session.ok, session.error, session.depth, session.elapsed_ms = ok, error, depth, elapsed
-    fetched = any(a.url for a in session.attempts)
+    _account_reverify(chase)
+    elapsed = (time.monotonic() - chase.started) * 1000
+    chase.ok, chase.error, chase.depth, chase.elapsed_ms = ok, error, depth, elapsed
+    fetched = any(a.url for a in chase.attempts)
     if ok:
         log.debug("verification %d: chain completed by AIA in %.1f ms (%d network fetch(es))",
-                  session.id, elapsed, session.fetches)
-        if session.options.cache_dir is not None:
-            _store_on_disk(session, session.options.cache_dir)
+                  chase.id, elapsed, chase.fetches)
+        if chase.options.cache_dir is not None:
+            _store_on_disk(chase, chase.options.cache_dir)
     elif error not in MISSING_ISSUER:
         # The chain was completed; OpenSSL rejected it for another reason,
         # which the caller sees as the verify code.  Not an AIA problem.
         log.debug("verification %d: chain completed by AIA, then rejected with verify error %d "
-                  "at depth %d", session.id, error, depth)
+                  "at depth %d", chase.id, error, depth)
     elif fetched:
         log.warning("AIA chasing did not complete the chain of %s (verify error %d at depth %d, "
-                    "%.0f ms): %s", session.attempts[0].for_subject, error, depth, elapsed,
-                    "; ".join(_describe(a) for a in session.attempts))
+                    "%.0f ms): %s", escape(chase.attempts[0].for_subject), error, depth, elapsed,
+                    escape("; ".join(_describe(a) for a in chase.attempts), 2048))
     else:
-        log.debug("verification %d: nothing to fetch: %s", session.id,
-                  "; ".join(_describe(a) for a in session.attempts))
-    with _sessions_lock:
-        _finished[session.id] = session
-        while len(_finished) > MAX_FINISHED:
-            _finished.popitem(last=False)
-    for observer in tuple(observers):
-        observer(session)
-    return session
-
-
-#: Called with every finished Session (for reports and benchmarks).
-observers: list[Callable[[Session], None]] = []
-#: Finished sessions kept for aia_ext.report(); the oldest are dropped first.
-MAX_FINISHED = 1024
-_finished: OrderedDict[int, Session] = OrderedDict()
-
-
-def finished(session_id: int) -> Session | None:
-    """A finished session, if it is still among the most recent MAX_FINISHED."""
-    with _sessions_lock:
-        return _finished.get(session_id)
+        log.debug("verification %d: nothing to fetch: %s", chase.id,
+                  escape("; ".join(_describe(a) for a in chase.attempts), 2048))
+    finished.record(chase)
+    return chase

@@ -1,33 +1,30 @@
-"""The bridge to the C part: binding to _ssl's OpenSSL and the two Python callbacks.
+"""The bridge to the C part: the compiled module bound to the OpenSSL that ``_ssl`` uses.
 
-The C callback receives an integer *token* as its ``arg``, never a pointer to
-a Python object: if a context's state is gone, the lookup fails and the
-verification simply gets no extra certificates (fail closed) instead of
-touching freed memory.
+``bind()`` loads ``aia_ext._native`` and resolves every OpenSSL function it
+needs from the library behind the interpreter's ``_ssl`` (docs/design.md,
+"Which OpenSSL to call"), refusing with ``UnsupportedPlatformError`` where that
+library cannot be reached or is not the one ``ssl`` reports.  The helpers here
+read OpenSSL pointers and certificate stacks out of ``_ssl``'s objects.
+
+This module knows nothing of engines or chases: the native engine
+(engines/native.py) installs the verify callback and defines the Python side
+of it; the fallback engine and diagnosis only read served chains through it.
 """
 
 from __future__ import annotations
 
-import importlib
-import itertools
 import logging
 import os
 import ssl
 import sys
 import threading
-from collections import OrderedDict
-from types import TracebackType
 from typing import Any, Callable, cast
 
+from . import x509_codes
 from .errors import UnsupportedPlatformError
-from .options import Options
-
-__all__ = ["bind", "install", "openssl_library_path", "uninstall"]
 
 log = logging.getLogger(__name__)
 
-_tokens = itertools.count(1)
-_options_by_token: dict[int, Options] = {}
 _bind_lock = threading.Lock()
 _bound: Any | None = None  # the cffi module once bound
 _bind_error: UnsupportedPlatformError | None = None
@@ -64,8 +61,7 @@ def _library_of_ssl() -> tuple[str, int]:
 
 def _load() -> Any:
     try:
-        # The compiled cffi module; untyped, hence Any.
-        _native: Any = importlib.import_module("aia_ext._native")
+        import aia_ext._native as _native  # the compiled part: only when first bound
     except ImportError as exc:
         raise UnsupportedPlatformError(
             f"the aia_ext._native extension cannot be imported ({exc}); reinstall "
@@ -84,9 +80,7 @@ def _load() -> Any:
             f"{expected:#x} ({ssl.OPENSSL_VERSION}); refusing to drive one "
             f"library's SSL_CTX with another's code. {_ADVICE}"
         )
-    _define_callbacks(ffi, lib)
-    log.debug("bound to %s (%s) through %s", openssl_library_path(lib, ffi),
-              ssl.OPENSSL_VERSION, path)
+    log.debug("bound to %s through %s", ssl.OPENSSL_VERSION, path)
     return _native
 
 
@@ -107,36 +101,9 @@ def bind() -> Any:
     return _bound
 
 
-ENGINES = ("auto", "native", "fallback")
-
-
-def engine() -> str:
-    """The engine in force: "native" or "fallback" (``AIA_EXT_ENGINE`` decides).
-
-    ``auto`` (the default) is native wherever it binds; ``native`` raises
-    UnsupportedPlatformError where it cannot; ``fallback`` forces the Python
-    verifier, for debugging and for the test suite.
-    """
-    choice = os.environ.get("AIA_EXT_ENGINE", "auto").strip().lower() or "auto"
-    if choice not in ENGINES:
-        raise ValueError(f"AIA_EXT_ENGINE must be one of {', '.join(ENGINES)}, not {choice!r}")
-    if choice == "fallback":
-        return "fallback"
-    if choice == "native":
-        bind()
-        return "native"
-    try:
-        bind()
-    except UnsupportedPlatformError:
-        return "fallback"
-    return "native"
-
-
-def unavailable_reason() -> str:
-    """Why the native engine is not in force (for error messages)."""
-    if os.environ.get("AIA_EXT_ENGINE", "").strip().lower() == "fallback":
-        return "AIA_EXT_ENGINE=fallback is set."
-    return str(_bind_error) if _bind_error is not None else "the native engine is not bound."
+def bind_error() -> UnsupportedPlatformError | None:
+    """Why ``bind()`` failed, if it was tried and failed (None otherwise)."""
+    return _bind_error
 
 
 def _pypy_pointer(cdata: Any) -> Any:
@@ -173,15 +140,17 @@ def low_level_socket_type() -> type:
 
 def ssl_pointer(sslobj: object) -> Any:
     """The SSL* of a low-level ``_ssl._SSLSocket``, as a cffi ``void *``."""
+    if not isinstance(sslobj, low_level_socket_type()):
+        raise TypeError(f"expected a low-level _ssl socket, got {type(sslobj).__name__}")
     if sys.implementation.name == "pypy":
         return _pypy_pointer(sslobj.ssl)  # type: ignore[attr-defined]
     module = bind()
     return module.lib.aia_ext_cpython_ssl(module.ffi.cast("void *", id(sslobj)))
 
 
-def session_of(sslobj: object) -> int:
-    """The chase session id stored on a low-level socket's SSL, or 0."""
-    return int(bind().lib.aia_ext_session_of(ssl_pointer(sslobj)))
+def chase_id_of(sslobj: object) -> int:
+    """The chase id the verify callback stored on a low-level socket's SSL, or 0."""
+    return int(bind().lib.aia_ext_chase_id_of(ssl_pointer(sslobj)))
 
 
 def _indexed_ders(read: Callable[[int, Any, int], int]) -> list[bytes]:
@@ -214,6 +183,8 @@ def served_chain(conn: Any) -> list[bytes]:
     else the leaf alone (3.9 without a reachable OpenSSL).
     """
     sslobj = getattr(conn, "_sslobj", None)
+    if not isinstance(sslobj, low_level_socket_type()):
+        return []  # not connected, or closed
     try:
         return peer_chain(sslobj)
     except UnsupportedPlatformError:
@@ -232,106 +203,20 @@ def store_chain(store_ctx: Any) -> list[bytes]:
     return _indexed_ders(lambda i, out, n: int(lib.aia_ext_chain_der(store_ctx, i, out, n)))
 
 
-def openssl_library_path(lib: Any = None, ffi: Any = None) -> str:
-    """File name of the libssl the native engine is bound to ("" if unknown)."""
-    if lib is None:
+def verify_error_string(code: int) -> str:
+    """OpenSSL's text for a verify code: the bound library's, else the table's."""
+    if code == 0:
+        return "ok"
+    try:
         module = bind()
-        lib, ffi = module.lib, module.ffi
-    out = ffi.new("char[]", 4096)
-    lib.aia_ext_bound_library_path(out, len(out))
-    return str(ffi.string(out).decode("utf-8", "replace"))
+    except UnsupportedPlatformError:
+        return x509_codes.text(code)
+    return str(module.ffi.string(module.lib.aia_ext_verify_error_string(code)).decode())
 
 
-def install(context: ssl.SSLContext, options: Options, token: int | None) -> int:
-    """Set the callback on ``context``'s SSL_CTX; returns the token to keep."""
+def openssl_library_path() -> str:
+    """File name of the libssl the binding resolved (for the "same OpenSSL" test)."""
     module = bind()
-    pointer = ssl_ctx_pointer(context)
-    if token is None:
-        token = next(_tokens)
-    _options_by_token[token] = options
-    if not module.lib.aia_ext_install(pointer, token):
-        _options_by_token.pop(token, None)
-        raise UnsupportedPlatformError("the SSLContext holds no SSL_CTX")
-    return token
-
-
-def uninstall(context: ssl.SSLContext, token: int) -> None:
-    """Remove the callback from ``context`` and forget its options."""
-    bind().lib.aia_ext_uninstall(ssl_ctx_pointer(context))
-    forget(token)
-
-
-def forget(token: int) -> None:
-    """Drop the options of a token (its context is gone or disabled)."""
-    _options_by_token.pop(token, None)
-
-
-#: DER -> parsed X509 (cffi pointer freed with aia_ext_x509_free), most
-#: recently used last.  Fetched issuers recur across handshakes; parsing each
-#: once saves OpenSSL 3.0's slow d2i_X509 on every warm-cache handshake.
-_MAX_PARSED = 256
-_parsed_x509: OrderedDict[bytes, Any] = OrderedDict()
-_parsed_lock = threading.Lock()
-
-
-def _after_fork_in_child() -> None:
-    global _parsed_lock
-    _parsed_lock = threading.Lock()  # another thread may have held it at fork()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def _parsed(ffi: Any, lib: Any, der: bytes) -> Any | None:
-    with _parsed_lock:
-        x509 = _parsed_x509.get(der)
-        if x509 is not None:
-            _parsed_x509.move_to_end(der)
-            return x509
-    x509 = lib.aia_ext_x509_new(der, len(der))
-    if x509 == ffi.NULL:
-        return None
-    x509 = ffi.gc(x509, lib.aia_ext_x509_free)
-    with _parsed_lock:
-        _parsed_x509[der] = x509
-        while len(_parsed_x509) > _MAX_PARSED:
-            _parsed_x509.popitem(last=False)
-    return x509
-
-
-def _callback_error(
-    exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None
-) -> None:
-    # cffi then returns the declared error value (0: no certificates), so a
-    # bug or an interrupt on this path fails closed (DESIGN.md invariant 4).
-    log.error("aia_ext internal error in the verify callback; no certificates added",
-              exc_info=(exc_type, exc, tb))
-
-
-def _define_callbacks(ffi: Any, lib: Any) -> None:
-    def aia_ext_py_missing(token: int, session_ptr: Any, ssl_ptr: Any, store_ctx: Any,
-                           der: Any, der_len: int, depth: int, error: int) -> int:
-        options = _options_by_token.get(token)
-        if options is None:
-            return 0
-        # Imported here, not at module level: a complete chain never gets this
-        # far, and the fetch path (http.client, cryptography) is slow to import.
-        from . import chase
-
-        session, session_ptr[0] = chase.session_for(session_ptr[0], options)
-        def add(cert_der: bytes) -> int:
-            x509 = _parsed(ffi, lib, cert_der)
-            return -1 if x509 is None else int(lib.aia_ext_add_untrusted(store_ctx, x509))
-
-        return chase.missing(session, bytes(ffi.buffer(der, der_len)), depth, error, add)
-
-    def aia_ext_py_done(token: int, session_id: int, ssl_ptr: Any, store_ctx: Any,
-                        ok: int, error: int, depth: int) -> None:
-        from . import chase
-
-        chase.done(session_id, bool(ok), error, depth)
-
-    # Not decorators: cffi is untyped, and a plain call keeps mypy --strict quiet.
-    ffi.def_extern(onerror=_callback_error)(aia_ext_py_missing)
-    ffi.def_extern(onerror=_callback_error)(aia_ext_py_done)
+    out = module.ffi.new("char[]", 4096)
+    module.lib.aia_ext_bound_library_path(out, len(out))
+    return str(module.ffi.string(out).decode("utf-8", "replace"))

@@ -1,4 +1,4 @@
-"""The fallback engine's verifier: the served chain, completed by AIA, checked in Python.
+"""The fallback engine's verifier: the served chain, completed by AIA, checked by cryptography.
 
 Used where the native engine cannot bind (python-build-standalone as uv
 installs it, static builds) or when ``AIA_EXT_ENGINE=fallback``.  The TLS
@@ -11,7 +11,7 @@ network, same limits), and are only ever intermediates handed to the
 verifier, never anchors.
 
 Verdicts are reported as ``ssl.SSLCertVerificationError`` with OpenSSL's code
-where one matches (README.md, "Fallback engine" lists the mapping).
+where one matches (docs/engines.md lists the mapping).
 """
 
 from __future__ import annotations
@@ -20,46 +20,23 @@ import contextlib
 import datetime
 import functools
 import logging
-import os
 import ssl
-import threading
-import warnings
 from typing import TYPE_CHECKING, Any
 
-from .der import DERError, ParsedCertificate, names_match, parse_certificate
+from ... import x509_codes as codes
+from ...chase import core as chase
+from ...der import DERError, ParsedCertificate, names_match, parse_certificate
+from .trust_store import load_certificate, trust_anchors
 
 if TYPE_CHECKING:
-    from .options import Options
-
-__all__ = ["verification_error", "verify_chain"]
+    from ...options import Options
 
 log = logging.getLogger(__name__)
-
-# OpenSSL's X509_V_ERR_* codes and texts (x509_txt.c), for the verdicts the
-# fallback can reach; X509_V_ERR_INVALID_CA moved from 24 to 79 in 3.0.
-_INVALID_CA = 79 if ssl.OPENSSL_VERSION_INFO >= (3,) else 24
-_TEXT = {
-    1: "unspecified certificate verification error",
-    7: "certificate signature failure",
-    9: "certificate is not yet valid",
-    10: "certificate has expired",
-    18: "self-signed certificate",
-    19: "self-signed certificate in certificate chain",
-    20: "unable to get local issuer certificate",
-    25: "path length constraint exceeded",
-    26: "unsuitable certificate purpose",
-    47: "permitted subtree violation",
-    48: "excluded subtree violation",
-    62: "hostname mismatch",
-    _INVALID_CA: "invalid CA certificate",
-}
-#: Directory entries read from a capath (hashed CA directory) at most.
-MAX_CAPATH_FILES = 10_000
 
 
 def verification_error(code: int, detail: str = "") -> ssl.SSLCertVerificationError:
     """An SSLCertVerificationError shaped like the one _ssl raises for ``code``."""
-    message = _TEXT.get(code, _TEXT[1])
+    message = codes.text(code)
     text = f"[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: {message}"
     if detail:
         text += f" ({detail})"
@@ -71,90 +48,14 @@ def verification_error(code: int, detail: str = "") -> ssl.SSLCertVerificationEr
     return error
 
 
-# ---- The trust store -----------------------------------------------------
-
-_files_lock = threading.Lock()
-_files_cache: dict[tuple[str, float, int], tuple[bytes, ...]] = {}
-
-
-def _certificates_in_file(path: str) -> tuple[bytes, ...]:
-    """DER certificates of one PEM/DER file, cached by path, mtime and size."""
-    from .parse import _pem_ders
-
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return ()
-    key = (path, stat.st_mtime, stat.st_size)
-    with _files_lock:
-        cached = _files_cache.get(key)
-    if cached is not None:
-        return cached
-    try:
-        with open(path, "rb") as f:
-            data = f.read(16 * 1024 * 1024)
-    except OSError:
-        return ()
-    ders = tuple(_pem_ders(data) if b"-----BEGIN" in data else [data])
-    with _files_lock:
-        _files_cache[key] = ders
-    return ders
-
-
-def _certificates_in_directory(path: str) -> list[bytes]:
-    # A capath is OpenSSL's hashed directory (`openssl rehash`): OpenSSL looks
-    # certificates up lazily by subject hash, so get_ca_certs() never lists
-    # them.  The fallback reads the directory's files once instead.
-    ders: list[bytes] = []
-    try:
-        with os.scandir(path) as entries:
-            for count, entry in enumerate(entries):
-                if count >= MAX_CAPATH_FILES:
-                    break
-                if entry.is_file():
-                    ders.extend(_certificates_in_file(entry.path))
-    except OSError:
-        pass
-    return ders
-
-
-def trust_anchors(context: ssl.SSLContext, default_paths: bool,
-                  capaths: tuple[str, ...]) -> list[bytes]:
-    """The context's CA certificates (DER): loaded ones, default paths, capaths."""
-    ders = list(context.get_ca_certs(binary_form=True))
-    directories = list(capaths)
-    if default_paths:
-        paths = ssl.get_default_verify_paths()
-        if paths.cafile:
-            ders.extend(_certificates_in_file(paths.cafile))
-        if paths.capath:
-            directories.append(paths.capath)
-    for directory in directories:
-        ders.extend(_certificates_in_directory(directory))
-    return list(dict.fromkeys(ders))
-
-
 # ---- Verification --------------------------------------------------------
-
-def _load(der: bytes) -> Any:
-    """cryptography's Certificate for ``der``, without its deprecation warnings.
-
-    These are other people's certificates, which OpenSSL accepts; some real
-    ones (a root with a non-positive serial) make cryptography warn.
-    """
-    from cryptography import x509
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return x509.load_der_x509_certificate(der)
-
 
 def _key_ids(der: bytes) -> tuple[bytes | None, bytes | None]:
     """(authority key identifier, subject key identifier) of a certificate."""
     from cryptography import x509
 
     try:
-        cert = _load(der)
+        cert = load_certificate(der)
     except Exception:  # noqa: BLE001 - unreadable: no identifiers to compare
         return None, None
     aki = ski = None
@@ -212,29 +113,28 @@ def _classify(message: str, chain: list[ParsedCertificate], at: datetime.datetim
     text = message.lower()
     if "not valid at validation time" in text:
         now = at.timestamp()
-
         for cert in chain:
-            loaded = _load(cert.der)
+            loaded = load_certificate(cert.der)
             if now > loaded.not_valid_after_utc.timestamp():
-                return 10
+                return codes.CERT_HAS_EXPIRED
             if now < loaded.not_valid_before_utc.timestamp():
-                return 9
-        return 10
+                return codes.CERT_NOT_YET_VALID
+        return codes.CERT_HAS_EXPIRED
     if "subjectaltname" in text or "hostname" in text:
-        return 62
+        return codes.HOSTNAME_MISMATCH
     if "signature" in text:
-        return 7
+        return codes.CERT_SIGNATURE_FAILURE
     if "eku" in text or "extended key usage" in text:
-        return 26
+        return codes.INVALID_PURPOSE
     if "basicconstraints" in text or "ca certificate" in text:
-        return _INVALID_CA
+        return codes.INVALID_CA
     if "path length" in text:
-        return 25
+        return codes.PATH_LENGTH_EXCEEDED
     if "name constraint" in text:
-        return 48 if "excluded" in text else 47
+        return codes.EXCLUDED_VIOLATION if "excluded" in text else codes.PERMITTED_VIOLATION
     if "all candidates exhausted" in text or "no interior errors" in text:
-        return 20
-    return 1
+        return codes.UNABLE_TO_GET_ISSUER_CERT_LOCALLY
+    return codes.UNSPECIFIED
 
 
 @functools.lru_cache(maxsize=16)
@@ -252,7 +152,7 @@ def _anchors(ders: tuple[bytes, ...]) -> tuple[list[ParsedCertificate], Any]:
     for der in ders:
         try:
             parsed.append(parse_certificate(der))
-            loaded.append(_load(der))
+            loaded.append(load_certificate(der))
         except Exception:  # noqa: BLE001 - DERError or cryptography's errors
             log.debug("fallback: skipping an unreadable trust anchor")
     return parsed, (Store(loaded) if loaded else None)
@@ -263,17 +163,15 @@ def verify_chain(served: list[bytes], context: ssl.SSLContext, hostname: str | N
                  at: datetime.datetime | None = None) -> tuple[int, list[bytes]]:
     """Verify ``served`` (DER, leaf first), completing it by AIA.
 
-    Returns (the chase session id, 0 when no chase was needed; the verified
+    Returns (the chase id, 0 when no chase was needed; the verified
     chain, DER, leaf first); raises ``ssl.SSLCertVerificationError`` when the
     chain does not verify.
     """
     from cryptography.hazmat.primitives.serialization import Encoding
     from cryptography.x509.verification import PolicyBuilder, VerificationError
 
-    from . import chase
-
     if not served:
-        raise verification_error(1, "the server sent no certificate")
+        raise verification_error(codes.UNSPECIFIED, "the server sent no certificate")
     at = at or datetime.datetime.now(datetime.timezone.utc)
     try:
         leaf = parse_certificate(served[0])
@@ -281,10 +179,10 @@ def verify_chain(served: list[bytes], context: ssl.SSLContext, hostname: str | N
         # engine, so that reports show it as the source.
         pool = [parse_certificate(d) for d in served[1:]]
     except DERError as exc:
-        raise verification_error(1, f"unreadable certificate: {exc}") from None
+        raise verification_error(codes.UNSPECIFIED, f"unreadable certificate: {exc}") from None
     anchors, store = _anchors(tuple(trust_anchors(context, default_paths, capaths)))
 
-    session: chase.Session | None = None
+    state: chase.Chase | None = None
 
     def add(der: bytes) -> int:
         if any(c.der == der for c in pool) or der == leaf.der:
@@ -297,38 +195,41 @@ def verify_chain(served: list[bytes], context: ssl.SSLContext, hostname: str | N
 
     code = 0
     verified: list[bytes] = []
-    for _round in range(32):
+    for _round in range(codes.MAX_ROUNDS):
         outcome, cert, depth = _walk(leaf, pool, anchors)
         if outcome != "missing":
             break
-        if session is None:
-            session, _ = chase.session_for(0, options)
-        if chase.missing(session, cert.der, depth, 20, add) <= 0:
+        if state is None:
+            state, _ = chase.chase_for(0, options)
+        if chase.on_missing_issuer(state, cert.der, depth,
+                                   codes.UNABLE_TO_GET_ISSUER_CERT_LOCALLY, add) <= 0:
             break
     if outcome == "missing":
-        code = 20  # no path to a trust anchor: the original verdict, as in the native engine
+        # No path to a trust anchor: the original verdict, as in the native engine.
+        code = codes.UNABLE_TO_GET_ISSUER_CERT_LOCALLY
     elif outcome == "self-signed":
-        code = 18 if depth == 0 else 19
+        code = (codes.DEPTH_ZERO_SELF_SIGNED_CERT if depth == 0
+                else codes.SELF_SIGNED_CERT_IN_CHAIN)
     elif store is None:
-        code = 20
+        code = codes.UNABLE_TO_GET_ISSUER_CERT_LOCALLY
     else:
         builder = PolicyBuilder().store(store).time(at)
         subject: Any = _subject(hostname) if hostname else _any_subject(leaf)
         try:
             path = builder.build_server_verifier(subject).verify(
-                _load(leaf.der), [_load(c.der) for c in pool])
+                load_certificate(leaf.der), [load_certificate(c.der) for c in pool])
             verified = [c.public_bytes(Encoding.DER) for c in path]
         except VerificationError as exc:
             code = _classify(str(exc), [leaf, *pool], at)
             log.debug("fallback: verification failed (%s): %s", code, exc)
-    if session is not None:
-        chase.done(session.id, code == 0, code or 0, 0)
-    session_id = session.id if session is not None else 0
+    if state is not None:
+        chase.finish(state.id, code == 0, code or 0, 0)
+    chase_id = state.id if state is not None else 0
     if code:
         error = verification_error(code)
-        error.aia_session = session_id  # type: ignore[attr-defined]  # for diagnose()
+        error.aia_chase_id = chase_id  # type: ignore[attr-defined]  # for diagnose()
         raise error
-    return session_id, verified
+    return chase_id, verified
 
 
 def _subject(hostname: str) -> Any:
@@ -346,7 +247,7 @@ def _any_subject(leaf: ParsedCertificate) -> Any:
     """With check_hostname off, any name of the leaf: the path is what is judged."""
     from cryptography import x509
 
-    cert = _load(leaf.der)
+    cert = load_certificate(leaf.der)
     try:
         names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         for name in names:

@@ -1,0 +1,188 @@
+"""The public functions: enable, disable, is_enabled, engine_of, create_default_context,
+and the ``aia_ext.SSLContext`` class.
+
+Options are validated here, once, into an ``Options`` value that every layer
+below receives; which engine acts is asked of engines/, never decided here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import ssl
+from typing import TYPE_CHECKING, Any, Union, overload
+
+from . import engines
+from .engines import VerifyingContext
+from .options import DEFAULT, Options, make_options
+from .stdlib_ssl import STDLIB_CONTEXT, is_standard_context, record_trust_sources
+
+if TYPE_CHECKING:
+    from OpenSSL.SSL import Context as PyOpenSSLContext
+    from typing_extensions import Unpack
+
+    from .engines import EngineName
+    from .options import OptionsKwargs
+
+log = logging.getLogger(__name__)
+
+StrPath = Union[str, "os.PathLike[str]"]
+
+
+class SSLContext(VerifyingContext):
+    """An ``ssl.SSLContext`` with AIA chasing, whichever engine this interpreter allows.
+
+    Where the native engine binds, it is simply enabled.  Elsewhere (or with
+    ``AIA_EXT_ENGINE=fallback``) its sockets verify the served chain after the
+    handshake, before ``do_handshake()`` returns (docs/engines.md).
+    """
+
+    def __new__(cls, protocol: Any = None, *args: Any, **kwargs: Any) -> SSLContext:
+        context = super().__new__(cls, protocol, *args, **kwargs)
+        engines.select().enable(context, DEFAULT)
+        return context
+
+
+def _require_context(context: object) -> None:
+    if not is_standard_context(context):
+        raise TypeError(
+            f"expected an ssl.SSLContext, got {type(context).__module__}.{type(context).__name__}"
+        )
+
+
+@overload
+def enable(context: ssl.SSLContext, **options: Unpack[OptionsKwargs]) -> ssl.SSLContext: ...
+@overload
+def enable(context: PyOpenSSLContext,
+           **options: Unpack[OptionsKwargs]) -> PyOpenSSLContext: ...
+def enable(context: Any, **options: Any) -> Any:
+    """Install AIA chasing on ``context`` in place and return it.
+
+    ``context`` is an ``ssl.SSLContext`` or an ``OpenSSL.SSL.Context``
+    (pyOpenSSL).  Enabling again replaces the options; nothing else about the
+    context's verification changes.  The options are those of ``Options``
+    (docs/usage.md, "Options").
+
+    :raises TypeError: ``context`` is neither, or an option name is unknown.
+    :raises ValueError: an option's value is out of range.
+    :raises UnsupportedPlatformError: this interpreter's engine cannot enable a
+        plain ``ssl.SSLContext`` in place (use ``create_default_context()``).
+    """
+    return enable_with(context, make_options(options))
+
+
+def enable_with(context: Any, options: Options) -> Any:
+    """``enable()`` with options already validated."""
+    if not engines.is_pyopenssl_context(context):
+        _require_context(context)
+    engines.for_context(context).enable(context, options)
+    return context
+
+
+def disable(context: ssl.SSLContext | PyOpenSSLContext) -> Any:
+    """Remove AIA chasing from ``context`` (a no-op if it was not enabled); returns it."""
+    if not engines.is_pyopenssl_context(context):
+        _require_context(context)
+    engine = engines.enabled_engine(context)
+    if engine is not None:
+        engine.disable(context)
+    return context
+
+
+def is_enabled(context: ssl.SSLContext | PyOpenSSLContext) -> bool:
+    """Whether ``enable()`` is in force on ``context``."""
+    if not engines.is_pyopenssl_context(context):
+        _require_context(context)
+    return engines.enabled_engine(context) is not None
+
+
+def engine_of(context: ssl.SSLContext | PyOpenSSLContext) -> EngineName | None:
+    """Which engine chases on ``context``: "native", "fallback", "pyopenssl", or None."""
+    if not engines.is_pyopenssl_context(context):
+        _require_context(context)
+    engine = engines.enabled_engine(context)
+    return engine.name if engine is not None else None
+
+
+def adopt(context: ssl.SSLContext, options: Options,
+          always_switch: bool = False) -> ssl.SSLContext:
+    """Enable a freshly made standard context with the selected engine, in place.
+
+    An engine that verifies in the context's own sockets needs it to be an
+    ``aia_ext.SSLContext`` (``always_switch`` asks for that whatever the
+    engine).  The layouts are identical (no new slots), so the class is
+    switched and every default this Python version chose is kept.
+    """
+    engine = engines.select()
+    if (always_switch or engine.needs_context_class) and type(context) is STDLIB_CONTEXT:
+        context.__class__ = SSLContext
+    engine.enable(context, options)
+    return context
+
+
+def _system_store_has_certificates(context: ssl.SSLContext) -> str | None:
+    """Where the system trust store was found, or None if it is empty."""
+    if context.get_ca_certs():
+        return "certificates loaded into the context"
+    paths = ssl.get_default_verify_paths()
+    if paths.cafile and os.path.isfile(paths.cafile) and os.path.getsize(paths.cafile) > 0:
+        return paths.cafile
+    if paths.capath and os.path.isdir(paths.capath):
+        with os.scandir(paths.capath) as entries:
+            if any(entry.is_file() for entry in entries):
+                return paths.capath
+    return None
+
+
+def create_default_context(
+    purpose: ssl.Purpose = ssl.Purpose.SERVER_AUTH,
+    *,
+    cafile: StrPath | None = None,
+    capath: StrPath | None = None,
+    cadata: str | bytes | None = None,
+    **options: Unpack[OptionsKwargs],
+) -> ssl.SSLContext:
+    """``ssl.create_default_context()`` with AIA chasing enabled.
+
+    With no CA argument, the system trust store is used when it holds
+    certificates, and certifi's bundle otherwise; the choice is logged at
+    DEBUG.  Every default of this Python version is kept (``VERIFY_X509_STRICT``
+    and ``VERIFY_X509_PARTIAL_CHAIN`` on 3.13+).  The options are those of
+    ``enable()``.  The result is an ``aia_ext.SSLContext``.
+    """
+    return create_default_context_with(purpose, cafile, capath, cadata,
+                                       make_options(options))
+
+
+def create_default_context_with(purpose: ssl.Purpose, cafile: StrPath | None,
+                                capath: StrPath | None, cadata: str | bytes | None,
+                                options: Options) -> ssl.SSLContext:
+    """``create_default_context()`` with options already validated."""
+    default_paths = cafile is None and capath is None and cadata is None
+    system_store = False
+    if not default_paths:
+        context = ssl.create_default_context(purpose, cafile=cafile, capath=capath, cadata=cadata)
+    else:
+        context = ssl.create_default_context(purpose)
+        source = _system_store_has_certificates(context)
+        if source is None:
+            import certifi  # only when the system store is empty
+
+            context.load_verify_locations(cafile=certifi.where())
+            log.debug("system trust store is empty; using certifi (%s)", certifi.where())
+        else:
+            system_store = True
+            log.debug("using the system trust store (%s)", source)
+    # What get_ca_certs() cannot list (default paths, a capath), for an
+    # engine that reads the trust store itself.
+    record_trust_sources(context, default_paths=system_store,
+                                 capath=os.fspath(capath) if capath is not None else None)
+    return adopt(context, options, always_switch=True)
+
+
+def clear_cache() -> None:
+    """Forget every cached AIA response in this process (fetches under way finish)."""
+    # The cache module is light; the chase's fetch path is not imported by this.
+    from .chase.cache import cache
+
+    cache.clear()

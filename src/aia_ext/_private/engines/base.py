@@ -1,0 +1,74 @@
+"""The engine interface: what every engine does, and the records it answers with.
+
+An engine is one way of completing a chain inside verification:
+
+- ``native``: the C verify callback on the interpreter's own OpenSSL;
+- ``fallback``: OpenSSL's verification off underneath, cryptography's
+  verifier after the handshake (interpreters whose OpenSSL cannot be reached);
+- ``pyopenssl``: a verify callback through pyOpenSSL's own API.
+
+The public functions, ``report()``, ``diagnose()`` and ``prefetch()`` talk to
+engines only through this interface; engines/__init__.py decides which one
+applies.  docs/design.md ("The engine seam") explains the choice.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
+
+if TYPE_CHECKING:
+    from ..options import Options
+
+EngineName = Literal["native", "fallback", "pyopenssl"]
+
+
+class ConnectionChase(NamedTuple):
+    """What an engine knows about one connection's verification."""
+
+    chase_id: int  # 0: the chain was complete, nothing was chased
+    verified_chain: tuple[bytes, ...]  # DER, leaf first; () where unknown
+
+
+@dataclass(frozen=True)
+class OfflineResult:
+    """The outcome of verifying a recorded chain without a handshake (``diagnose()``)."""
+
+    ok: bool
+    code: int  # OpenSSL's verify code, 0 when ok
+    depth: int  # where the verdict was reached
+    chain: tuple[bytes, ...]  # the verified chain (DER, leaf first), () when not ok
+    chase_id: int  # 0 when nothing was chased
+
+
+class Engine(Protocol):
+    """What every engine implements."""
+
+    #: The name ``engine_of()`` reports and ``AIA_EXT_ENGINE`` selects.
+    name: EngineName
+    #: True when the engine verifies in the context's own sockets, so a plain
+    #: standard context must first become an ``aia_ext.SSLContext``.
+    needs_context_class: bool
+
+    def available(self) -> bool:
+        """Whether this engine can work in this interpreter."""
+
+    def enable(self, context: Any, options: Options) -> None:
+        """Install (or re-configure) AIA chasing on ``context``."""
+
+    def disable(self, context: Any) -> bool:
+        """Remove it; False when this engine had not enabled ``context``."""
+
+    def is_enabled(self, context: Any) -> bool:
+        """Whether this engine chases on ``context``."""
+
+    def options_of(self, context: Any) -> Options | None:
+        """The options in force on ``context`` (None when not enabled here)."""
+
+    def chase_of(self, conn: object) -> ConnectionChase | None:
+        """The chase of a connection this engine verified (None: not this engine's)."""
+
+    def verify_offline(self, context: Any, ders: list[bytes], hostname: str | None,
+                       at: datetime.datetime | None) -> OfflineResult:
+        """Verify ``ders`` (served chain, leaf first) as a handshake on ``context`` would."""

@@ -1,0 +1,96 @@
+"""The fallback engine's trust store: the context's CA certificates, read as OpenSSL would.
+
+``get_ca_certs()`` lists what was loaded from files and data, but a capath
+(OpenSSL's hashed directory) is looked up lazily by subject hash and never
+listed, and neither are the default verify paths until used.  These are read
+here from the trust sources the context recorded.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import threading
+import warnings
+from typing import Any
+
+from ...bundle import pem_blocks
+
+#: Directory entries read from a capath (hashed CA directory) at most.
+MAX_CAPATH_FILES = 10_000
+#: Bytes read from one CA file at most, and certificates taken from it.
+MAX_CA_FILE = 16 * 1024 * 1024
+MAX_CA_FILE_CERTIFICATES = 10_000
+
+
+def load_certificate(der: bytes) -> Any:
+    """cryptography's Certificate for ``der``, without its deprecation warnings.
+
+    These are other people's certificates, which OpenSSL accepts; some real
+    ones (a root with a non-positive serial) make cryptography warn.
+    """
+    from cryptography import x509
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return x509.load_der_x509_certificate(der)
+
+
+_files_lock = threading.Lock()
+_files_cache: dict[tuple[str, float, int], tuple[bytes, ...]] = {}
+
+
+def _certificates_in_file(path: str) -> tuple[bytes, ...]:
+    """DER certificates of one PEM/DER file, cached by path, mtime and size."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return ()
+    key = (path, stat.st_mtime, stat.st_size)
+    with _files_lock:
+        cached = _files_cache.get(key)
+    if cached is not None:
+        return cached
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_CA_FILE)
+    except OSError:
+        return ()
+    ders = tuple(pem_blocks(data, MAX_CA_FILE_CERTIFICATES) if b"-----BEGIN" in data
+                 else [data])
+    with _files_lock:
+        _files_cache[key] = ders
+    return ders
+
+
+def _certificates_in_directory(path: str) -> list[bytes]:
+    # A capath is OpenSSL's hashed directory (`openssl rehash`): OpenSSL looks
+    # certificates up lazily by subject hash, so get_ca_certs() never lists
+    # them.  The fallback reads the directory's files once instead.
+    ders: list[bytes] = []
+    try:
+        with os.scandir(path) as entries:
+            for count, entry in enumerate(entries):
+                if count >= MAX_CAPATH_FILES:
+                    break
+                if entry.is_file():
+                    ders.extend(_certificates_in_file(entry.path))
+    except OSError:
+        pass
+    return ders
+
+
+def trust_anchors(context: ssl.SSLContext, default_paths: bool,
+                  capaths: tuple[str, ...]) -> list[bytes]:
+    """The context's CA certificates (DER): loaded ones, default paths, capaths."""
+    ders = list(context.get_ca_certs(binary_form=True))
+    directories = list(capaths)
+    if default_paths:
+        paths = ssl.get_default_verify_paths()
+        if paths.cafile:
+            ders.extend(_certificates_in_file(paths.cafile))
+        if paths.capath:
+            directories.append(paths.capath)
+    for directory in directories:
+        ders.extend(_certificates_in_directory(directory))
+    return list(dict.fromkeys(ders))

@@ -1,0 +1,253 @@
+"""The native engine: OpenSSL itself completes the chain, from inside the handshake.
+
+``enable()`` installs the C verify callback (csrc/verify.c) on the context's
+``SSL_CTX`` with ``SSL_CTX_set_cert_verify_callback(3)``.  The callback runs
+OpenSSL's own verification; only when that stops on a missing issuer does it
+call back into Python (``_on_missing`` below), which asks the chase for
+issuers and hands them to C as untrusted chain material.  C re-verifies and
+alone decides.
+
+The C callback receives an integer *token* as its ``arg``, never a pointer to
+a Python object: if a context's state is gone, the lookup fails and the
+verification simply gets no extra certificates (fail closed, docs/design.md
+invariant 4) instead of touching freed memory.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import itertools
+import logging
+import os
+import ssl
+import threading
+import weakref
+from collections import OrderedDict
+from types import TracebackType
+from typing import Any
+
+from .. import binding
+from ..errors import UnsupportedPlatformError
+from ..options import Options
+from ..stdlib_ssl import is_standard_context
+from .base import ConnectionChase, EngineName, OfflineResult
+
+log = logging.getLogger(__name__)
+
+
+class NativeEngine:
+    """The C verify callback on the interpreter's own OpenSSL (docs/engines.md)."""
+
+    name: EngineName = "native"
+    needs_context_class = False
+
+    def __init__(self) -> None:
+        self._ids = itertools.count(1)
+        self._options: dict[int, Options] = {}  # token -> options, read by the callback
+        self._tokens: weakref.WeakKeyDictionary[ssl.SSLContext, int] = (
+            weakref.WeakKeyDictionary())
+        self._lock = threading.Lock()
+        self._callbacks_defined = False
+        #: DER -> parsed X509 (freed with aia_ext_x509_free), most recently used
+        #: last.  Fetched issuers recur across handshakes; parsing each once
+        #: saves OpenSSL 3.0's slow d2i_X509 on every warm-cache handshake.
+        self._parsed: OrderedDict[bytes, Any] = OrderedDict()
+        self._parsed_lock = threading.Lock()
+
+    # -- the seam ---------------------------------------------------------
+
+    def available(self) -> bool:
+        try:
+            self.require()
+        except UnsupportedPlatformError:
+            return False
+        return True
+
+    def require(self) -> None:
+        """Raise UnsupportedPlatformError, saying why, where this engine cannot bind."""
+        self._module()
+
+    def enable(self, context: Any, options: Options) -> None:
+        if not is_standard_context(context):
+            raise TypeError(f"expected an ssl.SSLContext, got {type(context).__name__}")
+        module = self._module()
+        pointer = binding.ssl_ctx_pointer(context)
+        with self._lock:
+            token = self._tokens.get(context)
+            new = token is None
+            if token is None:
+                token = next(self._ids)
+            self._options[token] = options
+            if not module.lib.aia_ext_install(pointer, token):
+                if new:
+                    self._options.pop(token, None)
+                raise UnsupportedPlatformError("the SSLContext holds no SSL_CTX")
+            if new:
+                self._tokens[context] = token
+                weakref.finalize(context, self._options.pop, token, None)
+
+    def disable(self, context: Any) -> bool:
+        with self._lock:
+            token = self._tokens.pop(context, None) if is_standard_context(context) else None
+            if token is None:
+                return False
+            binding.bind().lib.aia_ext_uninstall(binding.ssl_ctx_pointer(context))
+            self._options.pop(token, None)
+        return True
+
+    def is_enabled(self, context: Any) -> bool:
+        if not is_standard_context(context):
+            return False
+        with self._lock:
+            return context in self._tokens
+
+    def options_of(self, context: Any) -> Options | None:
+        with self._lock:
+            token = self._tokens.get(context) if is_standard_context(context) else None
+            return self._options.get(token) if token is not None else None
+
+    def chase_of(self, conn: object) -> ConnectionChase | None:
+        try:
+            low_level = binding.low_level_socket_type()
+        except ImportError:  # pragma: no cover - an interpreter without _ssl
+            return None
+        if isinstance(conn, (ssl.SSLSocket, ssl.SSLObject)):
+            sslobj = getattr(conn, "_sslobj", None)
+        elif isinstance(conn, low_level):
+            sslobj = conn
+        else:
+            return None
+        if not isinstance(sslobj, low_level) or binding.bind_error() is not None:
+            return None
+        try:
+            chase_id = binding.chase_id_of(sslobj)
+        except UnsupportedPlatformError:
+            return None
+        return ConnectionChase(chase_id, _verified_chain(sslobj))
+
+    def verify_offline(self, context: Any, ders: list[bytes], hostname: str | None,
+                       at: datetime.datetime | None) -> OfflineResult:
+        """The C chase on an X509_STORE_CTX prepared as libssl prepares a client's."""
+        module = self._module()
+        ffi, lib = module.ffi, module.lib
+        blobs = [ffi.from_buffer(d) for d in ders]
+        is_ip = bool(hostname) and _is_ip(hostname or "")
+        if not hostname:
+            host = ffi.NULL
+        else:
+            host = hostname.encode() if is_ip else hostname.encode("idna")
+        handle = lib.aia_ext_offline_new(
+            binding.ssl_ctx_pointer(context), ffi.new("const unsigned char *[]", blobs),
+            ffi.new("size_t[]", [len(d) for d in ders]), len(ders), host, 1 if is_ip else 0,
+            int(at.timestamp()) if at is not None else 0, 1 if at is not None else 0)
+        if handle == ffi.NULL:
+            raise ValueError("OpenSSL could not load the chain (or allocate memory)")
+        handle = ffi.gc(handle, lib.aia_ext_offline_free)
+        chase_id = ffi.new("uint64_t *")
+        with self._lock:
+            token = self._tokens.get(context, 0)
+        ok = bool(lib.aia_ext_offline_verify(handle, token, chase_id))
+        depth = ffi.new("int *")
+        code = 0 if ok else int(lib.aia_ext_offline_error(handle, depth))
+        chain = binding.store_chain(lib.aia_ext_offline_store_ctx(handle)) if ok else []
+        return OfflineResult(ok, code, int(depth[0]), tuple(chain), int(chase_id[0]))
+
+    # -- the C side -------------------------------------------------------
+
+    def _module(self) -> Any:
+        module = binding.bind()
+        if not self._callbacks_defined:
+            with self._lock:
+                if not self._callbacks_defined:
+                    self._define_callbacks(module.ffi, module.lib)
+                    self._callbacks_defined = True
+        return module
+
+    def _x509(self, ffi: Any, lib: Any, der: bytes) -> Any | None:
+        with self._parsed_lock:
+            x509 = self._parsed.get(der)
+            if x509 is not None:
+                self._parsed.move_to_end(der)
+                return x509
+        x509 = lib.aia_ext_x509_new(der, len(der))
+        if x509 == ffi.NULL:
+            return None
+        x509 = ffi.gc(x509, lib.aia_ext_x509_free)
+        with self._parsed_lock:
+            self._parsed[der] = x509
+            while len(self._parsed) > MAX_PARSED:
+                self._parsed.popitem(last=False)
+        return x509
+
+    def _define_callbacks(self, ffi: Any, lib: Any) -> None:
+        options_by_token = self._options
+
+        def aia_ext_py_missing(token: int, chase_ptr: Any, ssl_ptr: Any, store_ctx: Any,
+                               der: Any, der_len: int, depth: int, error: int) -> int:
+            options = options_by_token.get(token)
+            if options is None:
+                return 0
+            # Imported here, not at module level: a complete chain never gets
+            # this far, and the fetch path (http.client) is slow to import.
+            from ..chase import core as chase
+
+            state, chase_ptr[0] = chase.chase_for(chase_ptr[0], options)
+
+            def add(cert_der: bytes) -> int:
+                x509 = self._x509(ffi, lib, cert_der)
+                return -1 if x509 is None else int(lib.aia_ext_add_untrusted(store_ctx, x509))
+
+            return chase.on_missing_issuer(state, bytes(ffi.buffer(der, der_len)), depth,
+                                           error, add)
+
+        def aia_ext_py_done(token: int, chase_id: int, ssl_ptr: Any, store_ctx: Any,
+                            ok: int, error: int, depth: int) -> None:
+            from ..chase import core as chase
+
+            chase.finish(chase_id, bool(ok), error, depth)
+
+        # Not decorators: cffi is untyped, and a plain call keeps mypy --strict quiet.
+        ffi.def_extern(onerror=_callback_error)(aia_ext_py_missing)
+        ffi.def_extern(onerror=_callback_error)(aia_ext_py_done)
+
+    def _after_fork_in_child(self) -> None:
+        # Another thread may have held a lock at fork(): it would stay held.
+        self._lock = threading.Lock()
+        self._parsed_lock = threading.Lock()
+
+
+#: Parsed X509 objects kept for reuse (a process meets a few dozen CAs).
+MAX_PARSED = 256
+
+
+def _callback_error(
+    exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None
+) -> None:
+    # cffi then returns the declared error value (0: no certificates), so a
+    # bug or an interrupt on this path fails closed (docs/design.md, invariant 4).
+    log.error("aia_ext internal error in the verify callback; no certificates added",
+              exc_info=(exc_type, exc, tb))
+
+
+def _verified_chain(sslobj: object) -> tuple[bytes, ...]:
+    getter = getattr(sslobj, "get_verified_chain", None)  # _ssl._SSLSocket, 3.10+
+    if getter is None:
+        return ()
+    chain = getter() or []
+    return tuple(c if isinstance(c, bytes) else c.public_bytes(ssl._ssl.ENCODING_DER)  # type: ignore[attr-defined]
+                 for c in chain)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+ENGINE = NativeEngine()
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=ENGINE._after_fork_in_child)

@@ -1,0 +1,41 @@
+"""One reader for the ``https://host[:port]`` / ``host[:port]`` targets users type.
+
+Shared by ``prefetch()``, ``diagnose()`` and ``aia-ext check``, so that all
+three accept the same spellings (IPv6 in brackets, a default port of 443).
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit
+
+_HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::(\d{1,5}))?$")
+
+
+def looks_like_url(text: str) -> bool:
+    return "://" in text
+
+
+def parse_host_port(text: str, schemes: tuple[str, ...] = ("https",)) -> tuple[str, int]:
+    """(host, port) of a URL with one of ``schemes``, or of ``host[:port]``.
+
+    :raises ValueError: anything else, with the text quoted.
+    """
+    if looks_like_url(text):
+        parts = urlsplit(text)
+        if parts.scheme.lower() not in schemes:
+            raise ValueError(f"{text!r} is not an {'/'.join(schemes)} URL or host[:port]")
+        try:
+            port = parts.port or 443
+        except ValueError:
+            raise ValueError(f"bad port in {text!r}") from None
+        if not parts.hostname:
+            raise ValueError(f"no host in {text!r}")
+        return parts.hostname, port
+    match = _HOST_PORT.match(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not an https:// URL, host[:port] or certificate file")
+    port = int(match.group(2) or 443)
+    if not 0 < port < 65536:
+        raise ValueError(f"bad port in {text!r}")
+    return match.group(1).strip("[]"), port

@@ -1,0 +1,104 @@
+"""Plain helpers shared by the tests (fixtures are in conftest.py).
+
+Every helper drives a real handshake or reads what a real server saw; none
+stands in for the verifier or the socket.
+"""
+
+from __future__ import annotations
+
+import itertools
+import socket
+import ssl
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
+
+from aia_ext._private import x509_codes as codes
+from aia_ext._private.testing import AIAServer, Cert, TLSServer
+
+#: The verify codes tests assert, by name (OpenSSL's X509_V_ERR_*).
+CODES = codes
+PARTIAL_CHAIN = getattr(ssl, "VERIFY_X509_PARTIAL_CHAIN", 0x80000)
+
+_paths = itertools.count(1)
+
+
+def unique_path(suffix: str = ".der") -> str:
+    """A caIssuers path no other test uses, so tests never share cache entries."""
+    return f"/ca/{next(_paths)}{suffix}"
+
+
+def encode(certs: Sequence[Cert], fmt: str) -> bytes:
+    """The body of an AIA response in one of the accepted formats."""
+    if fmt == "der":
+        assert len(certs) == 1
+        return certs[0].der
+    if fmt == "pem":
+        return b"".join(c.pem for c in certs)
+    encoding = Encoding.DER if fmt == "p7der" else Encoding.PEM
+    return pkcs7.serialize_certificates([c.cert for c in certs], encoding)
+
+
+@dataclass
+class Chain:
+    """leaf -> intermediates[0] -> ... -> intermediates[-1] -> root."""
+
+    leaf: Cert
+    intermediates: list[Cert]
+    urls: list[str] = field(default_factory=list)  # urls[i]: where the issuer of level i is
+
+    @property
+    def paths(self) -> list[str]:
+        return [urlsplit(u).path for u in self.urls]
+
+
+def drip(interval: float, count: int) -> Callable[[Any], None]:
+    """An AIA handler sending a ``count``-byte body one byte per ``interval`` seconds."""
+
+    def handler(request: Any) -> None:
+        request.send_response(200)
+        request.send_header("Content-Length", str(count))
+        request.end_headers()
+        try:
+            for _ in range(count):
+                request.wfile.write(b"\x30")
+                request.wfile.flush()
+                time.sleep(interval)
+        except OSError:
+            pass  # the client gave up, as it should
+
+    return handler
+
+
+def handshake(context: ssl.SSLContext, srv: TLSServer,
+              hostname: str = "localhost") -> ssl.SSLSocket:
+    """One real TLS handshake to ``srv``; returns the (closed) socket."""
+    with socket.create_connection(srv.address, timeout=30) as raw:
+        tls = context.wrap_socket(raw, server_hostname=hostname)
+        tls.close()
+        return tls
+
+
+def verify_code(context: ssl.SSLContext, srv: TLSServer, hostname: str = "localhost") -> int:
+    """0 for a verified handshake, else the SSLCertVerificationError code."""
+    try:
+        handshake(context, srv, hostname)
+    except ssl.SSLCertVerificationError as exc:
+        return int(exc.verify_code)
+    return 0
+
+
+def chain_lengths(context: ssl.SSLContext, srv: TLSServer) -> tuple[int, int]:
+    """(certificates the server sent, certificates in the verified chain)."""
+    with socket.create_connection(srv.address, timeout=30) as raw:
+        with context.wrap_socket(raw, server_hostname="localhost") as tls:
+            obj = tls._sslobj  # type: ignore[attr-defined]
+            return len(obj.get_unverified_chain()), len(obj.get_verified_chain())
+
+
+def fetches_of(aia: AIAServer, chain: Chain) -> int:
+    return sum(aia.hits[p] for p in chain.paths)
