@@ -4,7 +4,7 @@
 
 aia_ext must drive the OpenSSL that Python's _ssl already loaded; a wheel
 carrying its own libssl/libcrypto would make the extension call into a second
-copy (DESIGN.md, "Which OpenSSL to call").
+copy (docs/design.md, "Which OpenSSL to call").
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ __all__ = ["main"]
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
-    from ._private.cli import main as run
+    from ._private.cli import main as run  # argparse and friends: only when run
 
     return run(argv)
 

@@ -44,13 +44,13 @@ def _library_of_ssl() -> tuple[str, int]:
         # ssl.OPENSSL_VERSION_NUMBER is the version PyPy was built against,
         # so ask the library itself what it is.
         try:
-            import _pypy_openssl
+            import _pypy_openssl  # PyPy only
         except ImportError:
             raise UnsupportedPlatformError(f"this PyPy has no _pypy_openssl. {_ADVICE}") from None
         return str(_pypy_openssl.__file__), int(_pypy_openssl.lib.OpenSSL_version_num())
     if sys.implementation.name != "cpython":
         raise UnsupportedPlatformError(f"{sys.implementation.name} is not supported. {_ADVICE}")
-    import _ssl
+    import _ssl  # CPython's; PyPy returned above
 
     path = getattr(_ssl, "__file__", None)
     if not path:
@@ -108,7 +108,7 @@ def bind_error() -> UnsupportedPlatformError | None:
 
 def _pypy_pointer(cdata: Any) -> Any:
     """A cffi pointer of PyPy's own _ssl bindings, as a ``void *`` of our module."""
-    import _pypy_openssl
+    import _pypy_openssl  # PyPy only
 
     return bind().ffi.cast("void *", int(_pypy_openssl.ffi.cast("uintptr_t", cdata)))
 
@@ -117,7 +117,7 @@ def ssl_ctx_pointer(context: object) -> Any:
     """The SSL_CTX* of an ssl.SSLContext, as a cffi ``void *`` of our module."""
     if sys.implementation.name == "pypy":
         return _pypy_pointer(context.ctx)  # type: ignore[attr-defined]
-    import _ssl
+    import _ssl  # CPython only from here
 
     if not isinstance(context, _ssl._SSLContext):
         raise TypeError(f"expected an ssl.SSLContext, got {type(context).__name__}")
@@ -130,10 +130,10 @@ def ssl_ctx_pointer(context: object) -> Any:
 def low_level_socket_type() -> type:
     """The type of ``SSLSocket._sslobj`` / ``SSLObject._sslobj`` on this interpreter."""
     if sys.implementation.name == "pypy":
-        from _cffi_ssl._stdssl import _SSLSocket
+        from _cffi_ssl._stdssl import _SSLSocket  # PyPy only
 
         return cast(type, _SSLSocket)
-    import _ssl
+    import _ssl  # CPython only from here
 
     return cast(type, getattr(_ssl, "_SSLSocket"))  # noqa: B009 - not in typeshed
 

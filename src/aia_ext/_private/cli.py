@@ -144,7 +144,7 @@ def _parse_at(text: str) -> datetime.datetime:
 
 
 def _check(args: argparse.Namespace, out: TextIO) -> int:
-    from .diagnose import diagnose
+    from .diagnose import diagnose  # cryptography: only for `check`
 
     options: dict[str, Any] = {}
     if args.timeout is not None:
@@ -168,7 +168,7 @@ def _check(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from .._version import __version__
+    from .._version import __version__  # the version module is tiny; kept with --version
 
     parser = argparse.ArgumentParser(
         prog="aia-ext",
@@ -200,7 +200,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command == "demo":
-        from .demo import run_demo
+        from .demo import run_demo  # the test PKI: only for `demo`
 
         return run_demo(out)
     if args.command != "check":

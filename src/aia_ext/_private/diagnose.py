@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import ipaddress
 import os
 import socket
 import ssl
 import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Union
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from . import binding, engines
 from .api import create_default_context_with
@@ -30,7 +35,6 @@ from .targets import looks_like_url, parse_host_port
 from .x509_codes import MISSING_ISSUER
 
 if TYPE_CHECKING:
-    from cryptography.x509 import Certificate
     from typing_extensions import Unpack
 
     from .chase.core import Chase
@@ -84,10 +88,7 @@ class Diagnosis:
     fixed_chain_pem: str | None = field(repr=False)
 
 
-def _info(cert: Certificate) -> CertificateInfo:
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.serialization import Encoding
-
+def _info(cert: x509.Certificate) -> CertificateInfo:
     der = cert.public_bytes(Encoding.DER)
     try:
         urls = parse_certificate(der).ca_issuers
@@ -100,7 +101,7 @@ def _info(cert: Certificate) -> CertificateInfo:
     )
 
 
-def _utc(cert: Certificate, field: str) -> str:
+def _utc(cert: x509.Certificate, field: str) -> str:
     value = getattr(cert, f"{field}_utc", None)  # cryptography >= 42
     if value is None:  # pragma: no cover - older cryptography
         value = getattr(cert, field).replace(tzinfo=datetime.timezone.utc)
@@ -108,7 +109,6 @@ def _utc(cert: Certificate, field: str) -> str:
 
 
 def _infos(ders: list[bytes] | tuple[bytes, ...]) -> tuple[CertificateInfo, ...]:
-    from cryptography import x509  # ~50 ms of import: only when diagnosing
 
     infos = []
     for der in ders:
@@ -213,8 +213,6 @@ def diagnose(
 
 
 def _is_ip(host: str) -> bool:
-    import ipaddress
-
     try:
         ipaddress.ip_address(host)
     except ValueError:

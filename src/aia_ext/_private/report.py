@@ -8,6 +8,7 @@ connection's chase, and a connection that needed none has no report.
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -101,8 +102,6 @@ def report(conn: object) -> Report | None:
 
 
 def _is_connection(conn: object) -> bool:
-    import ssl
-
     if isinstance(conn, (ssl.SSLSocket, ssl.SSLObject)):
         return True
     try:

@@ -31,7 +31,7 @@ IP_ADDRESS_MISMATCH = 64
 INVALID_CA = 79 if ssl.OPENSSL_VERSION_INFO >= (3,) else 24
 
 #: The two codes AIA chasing answers: the chain stops at a certificate whose
-#: issuer is neither served nor trusted (DESIGN invariant 2 keeps them as the
+#: issuer is neither served nor trusted (docs/design.md, invariant 2: they stay the
 #: verdict when chasing finds nothing).
 MISSING_ISSUER = frozenset({UNABLE_TO_GET_ISSUER_CERT, UNABLE_TO_GET_ISSUER_CERT_LOCALLY})
 

@@ -203,7 +203,7 @@ class NativeEngine:
 
         def aia_ext_py_done(token: int, chase_id: int, ssl_ptr: Any, store_ctx: Any,
                             ok: int, error: int, depth: int) -> None:
-            from ..chase import core as chase
+            from ..chase import core as chase  # loaded by aia_ext_py_missing already
 
             chase.finish(chase_id, bool(ok), error, depth)
 

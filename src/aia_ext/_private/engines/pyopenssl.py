@@ -65,7 +65,7 @@ class PyOpenSSLEngine:
         """Set the AIA verify callback on an ``OpenSSL.SSL.Context``, keeping its mode."""
         if not is_pyopenssl_context(context):
             raise TypeError(f"expected an OpenSSL.SSL.Context, got {type(context).__name__}")
-        from OpenSSL import SSL
+        from OpenSSL import SSL  # optional: present, since the caller holds its Context
 
         with self._lock:
             self._options[context] = options
@@ -119,6 +119,8 @@ class PyOpenSSLEngine:
 
 def _complete(conn: Any, context: Any, options: Options) -> bool:
     """Fetch missing issuers and verify the completed chain with OpenSSL."""
+    # pyOpenSSL is optional, and cryptography costs ~50 ms of import: both
+    # only once a pyOpenSSL chain is actually incomplete.
     from cryptography import x509
     from cryptography.hazmat.primitives.serialization import Encoding
     from OpenSSL import crypto

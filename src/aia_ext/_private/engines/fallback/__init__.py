@@ -95,7 +95,7 @@ class FallbackEngine:
 
     def verify_offline(self, context: Any, ders: list[bytes], hostname: str | None,
                        at: datetime.datetime | None) -> OfflineResult:
-        from .verify import verify_chain
+        from .verify import verify_chain  # cryptography: only when used
 
         state = state_of(context)
         if state is None:

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from cryptography import x509
+from cryptography.x509.oid import AuthorityInformationAccessOID as Method
+
 # OpenSSL's long names (obj_dat.h) for the attributes certificates use.
 _LONG_NAMES = {
     "2.5.4.3": "commonName", "2.5.4.6": "countryName", "2.5.4.7": "localityName",
@@ -42,8 +45,6 @@ def _serial(number: int) -> str:
 
 def decode(der: bytes) -> dict[str, Any]:
     """The dictionary ``SSLSocket.getpeercert()`` gives for ``der``."""
-    from cryptography import x509
-
     cert = x509.load_der_x509_certificate(der)
     info: dict[str, Any] = {
         "subject": _name(cert.subject),
@@ -74,8 +75,6 @@ def decode(der: bytes) -> dict[str, Any]:
     except x509.ExtensionNotFound:
         aia = None
     if aia is not None:
-        from cryptography.x509.oid import AuthorityInformationAccessOID as Method
-
         for key, method in (("OCSP", Method.OCSP), ("caIssuers", Method.CA_ISSUERS)):
             urls = tuple(d.access_location.value for d in aia if d.access_method == method
                          and isinstance(d.access_location, x509.UniformResourceIdentifier))

@@ -3,7 +3,8 @@
 ``get_ca_certs()`` lists what was loaded from files and data, but a capath
 (OpenSSL's hashed directory) is looked up lazily by subject hash and never
 listed, and neither are the default verify paths until used.  These are read
-here from the trust sources the context recorded.
+here from the trust sources the context recorded.  Imported on the fallback
+engine's first handshake (it loads cryptography), never by ``import aia_ext``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import ssl
 import threading
 import warnings
 from typing import Any
+
+from cryptography import x509
 
 from ...bundle import pem_blocks
 
@@ -29,8 +32,6 @@ def load_certificate(der: bytes) -> Any:
     These are other people's certificates, which OpenSSL accepts; some real
     ones (a root with a non-positive serial) make cryptography warn.
     """
-    from cryptography import x509
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return x509.load_der_x509_certificate(der)

@@ -19,9 +19,14 @@ from __future__ import annotations
 import contextlib
 import datetime
 import functools
+import ipaddress
 import logging
 import ssl
 from typing import TYPE_CHECKING, Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
 from ... import x509_codes as codes
 from ...chase import core as chase
@@ -52,8 +57,6 @@ def verification_error(code: int, detail: str = "") -> ssl.SSLCertVerificationEr
 
 def _key_ids(der: bytes) -> tuple[bytes | None, bytes | None]:
     """(authority key identifier, subject key identifier) of a certificate."""
-    from cryptography import x509
-
     try:
         cert = load_certificate(der)
     except Exception:  # noqa: BLE001 - unreadable: no identifiers to compare
@@ -146,8 +149,6 @@ def _anchors(ders: tuple[bytes, ...]) -> tuple[list[ParsedCertificate], Any]:
     warnings (non-positive serials); they are the user's trust store, which
     OpenSSL accepts, so the warnings are not ours to raise.
     """
-    from cryptography.x509.verification import Store
-
     parsed, loaded = [], []
     for der in ders:
         try:
@@ -167,8 +168,6 @@ def verify_chain(served: list[bytes], context: ssl.SSLContext, hostname: str | N
     chain, DER, leaf first); raises ``ssl.SSLCertVerificationError`` when the
     chain does not verify.
     """
-    from cryptography.hazmat.primitives.serialization import Encoding
-    from cryptography.x509.verification import PolicyBuilder, VerificationError
 
     if not served:
         raise verification_error(codes.UNSPECIFIED, "the server sent no certificate")
@@ -233,10 +232,6 @@ def verify_chain(served: list[bytes], context: ssl.SSLContext, hostname: str | N
 
 
 def _subject(hostname: str) -> Any:
-    import ipaddress
-
-    from cryptography import x509
-
     try:
         return x509.IPAddress(ipaddress.ip_address(hostname.strip("[]")))
     except ValueError:
@@ -245,8 +240,6 @@ def _subject(hostname: str) -> Any:
 
 def _any_subject(leaf: ParsedCertificate) -> Any:
     """With check_hostname off, any name of the leaf: the path is what is judged."""
-    from cryptography import x509
-
     cert = load_certificate(leaf.der)
     try:
         names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
