@@ -14,11 +14,11 @@ applies.  docs/design.md ("The engine seam") explains the choice.
 
 from __future__ import annotations
 
-import datetime
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 
 if TYPE_CHECKING:
+    import datetime
+
     from ..options import Options
 
 EngineName = Literal["native", "fallback", "pyopenssl"]
@@ -31,8 +31,7 @@ class ConnectionChase(NamedTuple):
     verified_chain: tuple[bytes, ...]  # DER, leaf first; () where unknown
 
 
-@dataclass(frozen=True)
-class OfflineResult:
+class OfflineResult(NamedTuple):
     """The outcome of verifying a recorded chain without a handshake (``diagnose()``)."""
 
     ok: bool

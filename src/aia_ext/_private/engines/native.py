@@ -15,8 +15,6 @@ invariant 4) instead of touching freed memory.
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import itertools
 import logging
 import os
@@ -25,13 +23,16 @@ import threading
 import weakref
 from collections import OrderedDict
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import binding
 from ..errors import UnsupportedPlatformError
 from ..options import Options
 from ..stdlib_ssl import is_standard_context
 from .base import ConnectionChase, EngineName, OfflineResult
+
+if TYPE_CHECKING:
+    import datetime
 
 log = logging.getLogger(__name__)
 
@@ -240,6 +241,8 @@ def _verified_chain(sslobj: object) -> tuple[bytes, ...]:
 
 
 def _is_ip(host: str) -> bool:
+    import ipaddress  # diagnose() only: kept off `import aia_ext`
+
     try:
         ipaddress.ip_address(host)
     except ValueError:

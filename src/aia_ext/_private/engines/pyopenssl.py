@@ -19,15 +19,17 @@ preverify result for them.
 
 from __future__ import annotations
 
-import datetime
 import logging
 import threading
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import x509_codes as codes
 from ..options import Options
 from .base import ConnectionChase, EngineName, OfflineResult
+
+if TYPE_CHECKING:
+    import datetime
 
 log = logging.getLogger(__name__)
 

@@ -14,10 +14,9 @@ For interpreters whose OpenSSL the native engine cannot reach
 
 from __future__ import annotations
 
-import datetime
 import os
 import ssl
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ... import binding
 from ...errors import UnsupportedPlatformError
@@ -29,6 +28,10 @@ from ...stdlib_ssl import (
     trust_sources,
 )
 from ..base import ConnectionChase, EngineName, OfflineResult
+
+if TYPE_CHECKING:
+    import datetime
+
 from .context import (
     CHAIN_KEY,
     CHASE_KEY,
