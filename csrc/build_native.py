@@ -8,7 +8,6 @@ sharing csrc/aia_ext.h; cffi's generated module only includes the header.
 
 from __future__ import annotations
 
-import os
 import pathlib
 import sys
 import sysconfig
@@ -30,9 +29,9 @@ _limited = sys.implementation.name == "cpython" and not sysconfig.get_config_var
 ffibuilder.set_source(
     "aia_ext._native",
     '#include "aia_ext.h"',
-    # setuptools wants paths relative to setup.py, which runs from the project root.
-    sources=[os.path.relpath(HERE / name) for name in ("binding.c", "verify.c", "offline.c")],
-    include_dirs=[os.path.relpath(HERE)],
+    # setuptools wants /-separated paths relative to setup.py (the project root).
+    sources=[f"csrc/{name}" for name in ("binding.c", "verify.c", "offline.c")],
+    include_dirs=["csrc"],
     libraries=_libraries,
     py_limited_api=_limited,
 )

@@ -71,3 +71,25 @@ def test_create_default_context_falls_back_to_certifi(monkeypatch, tmp_path):
     ctx = aia_ext.create_default_context()
     certifi_count = len(ssl.create_default_context(cafile=certifi.where()).get_ca_certs())
     assert len(ctx.get_ca_certs()) == certifi_count > 0
+
+
+def test_help_lists_every_option():
+    from aia_ext._private.options import NAMES
+    from aia_ext.diagnosis import diagnose
+
+    for function in (aia_ext.enable, aia_ext.create_default_context, aia_ext.inject_into_ssl,
+                     diagnose):
+        assert function.__doc__ is not None
+        missing = [name for name in NAMES if f"``{name}``" not in function.__doc__]
+        assert not missing, (function.__name__, missing)
+
+
+def test_reprs_are_short_and_carry_no_der(make_chain, server, root_file):
+    from aia_ext.diagnosis import diagnose
+
+    chain = make_chain()
+    result = diagnose(chain.leaf.pem, cafile=root_file, hostname="localhost")
+    assert result.verified and result.added
+    text = repr(result)
+    assert "\\x" not in text and "der=" not in text and "fixed_chain_pem" not in text
+    assert len(text) < 3000

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Union, overload
 
 from . import engines
 from .engines import VerifyingContext
-from .options import DEFAULT, Options, make_options
+from .options import DEFAULT, Options, documented, make_options
 from .stdlib_ssl import STDLIB_CONTEXT, is_standard_context, record_trust_sources
 
 if TYPE_CHECKING:
@@ -55,13 +55,13 @@ def enable(context: ssl.SSLContext, **options: Unpack[OptionsKwargs]) -> ssl.SSL
 @overload
 def enable(context: PyOpenSSLContext,
            **options: Unpack[OptionsKwargs]) -> PyOpenSSLContext: ...
+@documented
 def enable(context: Any, **options: Any) -> Any:
     """Install AIA chasing on ``context`` in place and return it.
 
     ``context`` is an ``ssl.SSLContext`` or an ``OpenSSL.SSL.Context``
     (pyOpenSSL).  Enabling again replaces the options; nothing else about the
-    context's verification changes.  The options are those of ``Options``
-    (docs/usage.md, "Options").
+    context's verification changes.
 
     :raises TypeError: ``context`` is neither, or an option name is unknown.
     :raises ValueError: an option's value is out of range.
@@ -134,6 +134,7 @@ def _system_store_has_certificates(context: ssl.SSLContext) -> str | None:
     return None
 
 
+@documented
 def create_default_context(
     purpose: ssl.Purpose = ssl.Purpose.SERVER_AUTH,
     *,
@@ -147,8 +148,8 @@ def create_default_context(
     With no CA argument, the system trust store is used when it holds
     certificates, and certifi's bundle otherwise; the choice is logged at
     DEBUG.  Every default of this Python version is kept (``VERIFY_X509_STRICT``
-    and ``VERIFY_X509_PARTIAL_CHAIN`` on 3.13+).  The options are those of
-    ``enable()``.  The result is an ``aia_ext.SSLContext``.
+    and ``VERIFY_X509_PARTIAL_CHAIN`` on 3.13+).  The result is an
+    ``aia_ext.SSLContext``.
     """
     return create_default_context_with(purpose, cafile, capath, cadata,
                                        make_options(options))

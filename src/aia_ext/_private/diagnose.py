@@ -29,7 +29,7 @@ from .bundle import BundleError, certificates_in_bundle
 from .chase import finished
 from .der import DERError, parse_certificate
 from .errors import DiagnosisError
-from .options import make_options
+from .options import documented, make_options
 from .report import AddedCertificate, FailedAttempt, from_chase
 from .targets import looks_like_url, parse_host_port
 from .x509_codes import MISSING_ISSUER
@@ -166,6 +166,7 @@ def _parse_target(target: Target) -> tuple[str, list[bytes] | None, str | None, 
     return text, None, host, port
 
 
+@documented
 def diagnose(
     target: Target,
     *,
@@ -182,7 +183,6 @@ def diagnose(
     a path or bytes, PEM or DER, one certificate or a bundle with the leaf
     first (complete and verify it offline).  ``hostname`` defaults to the URL's
     host; ``at`` (an aware datetime) verifies as of that time instead of now.
-    Options are those of ``enable()``.
 
     :raises DiagnosisError: (a ValueError and an AIAError) for a target that
         cannot be read or reached.

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import engines
 from .api import adopt
-from .options import Options, make_options
+from .options import Options, documented, make_options
 from .stdlib_ssl import STDLIB_CONTEXT
 
 if TYPE_CHECKING:
@@ -47,11 +47,12 @@ _saved: Any = None  # the original __dict__["__new__"] of ssl's SSLContext, whil
 _options: Options | None = None
 
 
+@documented
 def inject_into_ssl(**options: Unpack[OptionsKwargs]) -> None:
     """Enable AIA chasing on every SSLContext created from now on, process-wide.
 
-    Idempotent and thread-safe; calling it again replaces the options.  The
-    options are those of ``enable()``.  Contexts created before the call are
+    Idempotent and thread-safe; calling it again replaces the options.
+    Contexts created before the call are
     not changed (``enable()`` them); docs/usage.md names the clients that
     create theirs at import time.
 

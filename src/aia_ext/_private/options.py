@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any, Callable, TypedDict, Union
+from typing import TYPE_CHECKING, Any, Callable, TypedDict, TypeVar, Union
 
 from .bundle import BundleError, certificates_in_bundle
 
@@ -28,6 +28,9 @@ UrlFilter = Callable[[str], bool]
 IntermediatesSource = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview,
                             Sequence[Union[str, "os.PathLike[str]", bytes, bytearray,
                                            memoryview]]]
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
 class OptionsKwargs(TypedDict, total=False):
@@ -90,6 +93,32 @@ class Options:
 
 
 DEFAULT = Options()
+
+#: The options, as every options-taking public function's docstring lists them.
+HELP = """
+    Options (keywords; each is validated, a bad value is a ValueError naming it):
+
+    - ``timeout`` (5.0): seconds one fetch may take, redirects included;
+    - ``deadline`` (10.0): seconds all fetches of one verification may take;
+    - ``max_response_bytes`` (65536): largest AIA response read;
+    - ``max_fetches`` (8): network fetches per verification;
+    - ``max_urls_per_cert`` (5): caIssuers URLs tried per certificate;
+    - ``max_redirects`` (3): redirects followed, each hop re-checked;
+    - ``allow_https`` (False): fetch https caIssuers URLs too;
+    - ``allow_private`` (True): connect to loopback and private addresses;
+    - ``url_filter`` (None): ``url -> bool``; False refuses the URL and its redirects;
+    - ``fetcher`` (None): ``(url, timeout) -> bytes``, replacing the HTTP client;
+    - ``intermediates`` (()): path, PEM/DER/PKCS#7 bytes or a list of those: known
+      intermediates, untrusted, tried before any fetch;
+    - ``cache_dir`` (None, or ``AIA_EXT_CACHE_DIR``): the opt-in disk cache.
+"""
+
+
+def documented(function: _F) -> _F:
+    """Append the options list to ``function``'s docstring (so ``help()`` shows them)."""
+    if function.__doc__ is not None:  # None under python -OO
+        function.__doc__ = function.__doc__.rstrip() + "\n" + HELP
+    return function
 
 # (lowest allowed, highest allowed) for the numeric options.  The upper bounds
 # keep a typo from turning a bounded hostile-input path into an unbounded one.
