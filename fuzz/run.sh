@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Fuzz the response parser and the caIssuers/URL-policy path with atheris.
+# Fuzz the HTTP response reader, the body parser and the caIssuers/URL-policy path
+# with atheris.
 #
 #   bash fuzz/run.sh [SECONDS_EACH]    (default 600; installs atheris in fuzz/.venv)
 #
@@ -14,7 +15,7 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/python" fuzz/seed.py
 mkdir -p fuzz/findings
-for target in parse aia; do
+for target in http parse aia; do
   echo "=== fuzz_$target for ${seconds}s"
   "$venv/bin/python" "fuzz/fuzz_$target.py" "fuzz/corpus/$target" \
     -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \

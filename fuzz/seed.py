@@ -30,7 +30,19 @@ def main() -> None:
         for der in ders:
             _save(HERE / "corpus" / "aia", der)
             _save(HERE / "corpus" / "parse", der)
-    for name in ("parse", "aia"):
+    # HTTP responses: the framings a caIssuers server sends, and some it should not.
+    der = (DATA / "pkcs7" / "google.single.der").read_bytes()
+    heads = [
+        b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(der),
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"HTTP/1.0 200 OK\r\nConnection: close\r\n\r\n",
+        b"HTTP/1.1 302 Found\r\nLocation: http://pki.example/ca.der\r\n\r\n",
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n",
+    ]
+    for head in heads:
+        body = b"%x\r\n%s\r\n0\r\n\r\n" % (len(der), der) if b"chunked" in head else der
+        _save(HERE / "corpus" / "http", head + body)
+    for name in ("http", "parse", "aia"):
         print(name, len(list((HERE / "corpus" / name).iterdir())), "seeds")
 
 

@@ -8,7 +8,8 @@ import pathlib
 import pytest
 
 from aia_ext._private.bundle import pem_blocks
-from aia_ext._private.chase.policy import address_refusal, url_refusal
+from aia_ext._private.chase.addresses import refusal as address_refusal
+from aia_ext._private.chase.policy import url_refusal
 from aia_ext._private.chase.response import MAX_CERTIFICATES, certificates_in_response
 from aia_ext._private.der import parse_certificate
 from aia_ext._private.errors import FetchError
@@ -146,7 +147,20 @@ def test_destination_policy(address, refused):
     assert (address_refusal(address, allow_private=True) is not None) is refused
 
 
-@pytest.mark.parametrize("address", ["127.0.0.1", "10.1.2.3", "192.168.1.1", "::1", "fd00::1"])
+@pytest.mark.parametrize("address", [
+    "100.100.100.200", "fd00:ec2::254", "fd20:ce::254", "168.63.129.16", "169.254.170.2",
+    "64:ff9b::a9fe:a9fe", "2002:a9fe:a9fe::", "::a9fe:a9fe", "::ffff:100.100.100.200",
+    "240.0.0.1", "0.1.2.3", "100::1", "fe80::1%eth0",
+])
+def test_metadata_and_unusable_destinations_are_refused_always(address):
+    assert address_refusal(address, allow_private=True) is not None
+
+
+@pytest.mark.parametrize("address", [
+    "127.0.0.1", "10.1.2.3", "192.168.1.1", "::1", "fd00::1", "100.64.0.1", "100.127.255.254",
+    "172.16.0.1", "192.0.2.1", "198.51.100.7", "203.0.113.9", "198.18.0.1", "2001:db8::1",
+    "::ffff:10.0.0.1", "64:ff9b::a00:1", "fec0::1",
+])
 def test_private_destinations_can_be_refused(address):
     assert "allow_private=False" in (address_refusal(address, allow_private=False) or "")
 

@@ -114,11 +114,12 @@ REASONS = {
     "pem-then-megabytes-of-junk": "(too large: Content-Length",
     "empty-body": "(parse error: no certificate in the response)",
     "html-error-page": "(parse error: no certificate in the response)",
-    "content-length-lies": "(bad HTTP response: body of",
+    "content-length-lies": "(bad HTTP response: peer closed connection without sending "
+                           "complete message body",
     "connection-reset-mid-body": "(connection error:",
     "gzip-bomb": "(bad HTTP response: Content-Encoding 'gzip' refused)",
-    "header-flood": "(bad HTTP response: HTTPException: got more than 100 headers)",
-    "header-line-flood": "(bad HTTP response: LineTooLong",
+    "header-flood": "(bad HTTP response: response head exceeds 16384 bytes)",
+    "header-line-flood": "(bad HTTP response: response head exceeds 16384 bytes)",
     "10-MiB-body": "(too large: body exceeds 65536 bytes)",
     "endless-chunked-body": "(too large: body exceeds 65536 bytes)",
 }

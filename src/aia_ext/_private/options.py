@@ -226,8 +226,8 @@ def _check_cache_dir(value: Any, name: str = "cache_dir") -> str | None:
     if not isinstance(value, (str, os.PathLike)):
         raise ValueError(f"{name} must be a directory path, not {type(value).__name__}")
     path = os.path.abspath(os.fspath(value))
-    try:
-        os.makedirs(path, mode=0o700, exist_ok=True)
-    except OSError as exc:
-        raise ValueError(f"{name}: cannot use {path}: {exc.strerror or exc}") from None
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"{name}: {path} is not a directory")
+    # Created (mode 0700) on the first write, and checked for ownership and
+    # permissions before every use (chase/diskcache.py).
     return path

@@ -42,6 +42,7 @@ class CacheEntry:
     parse_ms: float = 0.0
     expires_at: float = field(default=0.0, compare=False)  # time.monotonic()
     shareable: bool = True  # False: valid only under the policy that produced it
+    from_disk: bool = field(default=False, compare=False)  # loaded from the disk cache
     #: What the chase derived from ``certificates`` for a given child issuer
     #: (so a warm hit does no name matching or encoding); filled lazily.
     derived: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -131,6 +132,11 @@ class MemoryCache:
             self._entries.move_to_end(entry.url)
             while len(self._entries) > self._max_entries:
                 self._entries.popitem(last=False)
+
+    def discard(self, url: str) -> None:
+        """Forget the entry for ``url``, if any."""
+        with self._lock:
+            self._entries.pop(url, None)
 
     def clear(self) -> None:
         """Forget every entry (fetches under way finish normally)."""

@@ -53,6 +53,7 @@ class Attempt:
     nbytes: int = 0
     elapsed_ms: float = 0.0
     added: int = 0
+    from_disk: bool = False  # the entry came from the disk cache (now or earlier)
 
 
 @dataclass(frozen=True)
@@ -177,9 +178,19 @@ def _candidates_for(child: ParsedCertificate,
 def _network_entry(url: str, options: Options, deadline_at: float) -> CacheEntry:
     started = time.monotonic()
     try:
-        body = fetch_url(url, options, deadline_at)
-        fetched = time.monotonic()
-        certs = tuple(certificates_in_response(body))
+        try:
+            body = fetch_url(url, options, deadline_at)
+            fetched = time.monotonic()
+            # Parsing is linear in the body (bundle.py) and its time counts
+            # against the verification's deadline like the fetch's.
+            certs = tuple(certificates_in_response(body))
+        except FetchError:
+            raise
+        except Exception as exc:
+            # Still one URL's failure, cached like any other, so the next URL
+            # is tried and the next handshake does not repeat it.
+            log.debug("internal error fetching %s", escape(url), exc_info=True)
+            raise FetchError("internal error", type(exc).__name__) from None
     except FetchError as exc:
         elapsed = (time.monotonic() - started) * 1000
         log.debug("fetch of %s failed after %.1f ms: %s", escape(url), elapsed, escape(exc))
@@ -193,7 +204,7 @@ def _network_entry(url: str, options: Options, deadline_at: float) -> CacheEntry
     return CacheEntry(url, certs, None, len(body), fetch_ms, parse_ms, success_expiry(certs))
 
 
-def _lookup(chase: Chase, url: str) -> tuple[CacheEntry | None, str]:
+def _lookup(chase: Chase, url: str, child: ParsedCertificate) -> tuple[CacheEntry | None, str]:
     """The entry for ``url`` from memory, disk or the network, and its source."""
     entry = cache.get(url)
     if entry is not None:
@@ -202,9 +213,16 @@ def _lookup(chase: Chase, url: str) -> tuple[CacheEntry | None, str]:
         certs = diskcache.load(chase.options.cache_dir, url)
         if certs is not None:
             entry = CacheEntry(url, certs, None, sum(len(c.der) for c in certs), 0.0, 0.0,
-                               success_expiry(certs))
-            cache.put(entry)
-            return entry, "disk cache"
+                               success_expiry(certs), from_disk=True)
+            candidates = _candidates_for(child, entry)
+            if candidates and diskcache.issued_child(child.der, [c[0] for c in candidates]):
+                cache.put(entry)
+                return entry, "disk cache"
+            # An entry that cannot extend this chain is not what the URL serves:
+            # drop it and ask the network (docs/usage.md, "Caches").
+            log.debug("disk cache: the entry for %s holds no issuer of %s; dropped",
+                      escape(url), escape(child.subject_text))
+            diskcache.discard(chase.options.cache_dir, url)
     if chase.fetches >= chase.options.max_fetches:
         return None, f"fetch limit reached ({chase.options.max_fetches} per verification)"
     left = chase.deadline_at - time.monotonic()
@@ -281,13 +299,14 @@ def _missing(chase: Chase, der: bytes, depth: int, error: int, add: AddUntrusted
         if time.monotonic() >= chase.deadline_at:
             chase.attempts.append(Attempt(url, subject, "deadline reached"))
             break
-        entry, source = _lookup(chase, url)
+        entry, source = _lookup(chase, url, child)
         if entry is None:
             chase.attempts.append(Attempt(url, subject, source))
             continue
         network = source == "network"
         attempt = Attempt(url, subject, entry.error or "ok", source,
-                          entry.nbytes, entry.fetch_ms + entry.parse_ms if network else 0.0)
+                          entry.nbytes, entry.fetch_ms + entry.parse_ms if network else 0.0,
+                          from_disk=entry.from_disk)
         chase.attempts.append(attempt)
         if network:
             chase.fetch_ms += entry.fetch_ms
@@ -323,6 +342,14 @@ def _store_on_disk(chase: Chase, directory: str) -> None:
         diskcache.store(directory, url, certs)
 
 
+def _forget_disk_entries(chase: Chase, directory: str) -> None:
+    """Drop what the disk cache gave to a chain that then failed: the next
+    verification asks the network instead of trusting the file again."""
+    for url in {a.url for a in chase.attempts if a.from_disk}:
+        diskcache.discard(directory, url)
+        cache.discard(url)
+
+
 def _describe(attempt: Attempt) -> str:
     if not attempt.url:
         return f"{attempt.for_subject}: {attempt.outcome}"
@@ -347,6 +374,8 @@ def finish(chase_id: int, ok: bool, error: int, depth: int) -> Chase | None:
                   chase.id, elapsed, chase.fetches)
         if chase.options.cache_dir is not None:
             _store_on_disk(chase, chase.options.cache_dir)
+    elif chase.options.cache_dir is not None:
+        _forget_disk_entries(chase, chase.options.cache_dir)
     elif error not in MISSING_ISSUER:
         # The chain was completed; OpenSSL rejected it for another reason,
         # which the caller sees as the verify code.  Not an AIA problem.

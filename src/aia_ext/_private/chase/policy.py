@@ -1,4 +1,4 @@
-"""Which caIssuers URLs may be fetched, and which addresses may be connected to.
+"""Which caIssuers URLs may be fetched (destination addresses: addresses.py).
 
 The URL comes from a certificate nobody has verified yet, so it is attacker
 input (docs/design.md, invariant 5).  RFC 5280 section 4.2.2.1 allows http, ldap and
@@ -7,7 +7,6 @@ input (docs/design.md, invariant 5).  RFC 5280 section 4.2.2.1 allows http, ldap
 
 from __future__ import annotations
 
-import ipaddress
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -41,6 +40,11 @@ def url_refusal(url: str, options: Options) -> str | None:
         return f"refused by policy: scheme {scheme or '(none)'!r} is not fetched"
     if not parts.hostname:
         return "refused by policy: malformed URL (no host)"
+    if "%" in parts.hostname:
+        # An IPv6 zone identifier (RFC 6874, "%25eth0") scopes a link-local
+        # address, which is never fetched, and resolvers and proxies read it
+        # differently.
+        return "refused by policy: zone identifier in the host"
     if parts.username is not None or parts.password is not None:
         return "refused by policy: credentials in URL"
     if port == 0:
@@ -52,33 +56,6 @@ def url_refusal(url: str, options: Options) -> str | None:
             return f"refused by policy: url_filter raised {type(exc).__name__}"
         if not allowed:
             return "refused by policy: url_filter"
-    return None
-
-
-def address_refusal(address: str, allow_private: bool) -> str | None:
-    """Why a resolved destination address must not be connected to, or None.
-
-    Link-local (cloud metadata at 169.254.169.254, fe80::/10), multicast,
-    unspecified and broadcast addresses are always refused.  Loopback and
-    private ranges are allowed unless ``allow_private`` is False, because
-    internal CAs publish their issuers there.
-    """
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return f"refused by policy: unparsable address {address!r}"
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    if ip.is_link_local:
-        return f"refused by policy: link-local address {ip}"
-    if ip.is_multicast:
-        return f"refused by policy: multicast address {ip}"
-    if ip.is_unspecified:
-        return f"refused by policy: unspecified address {ip}"
-    if ip == ipaddress.IPv4Address("255.255.255.255"):
-        return f"refused by policy: broadcast address {ip}"
-    if not allow_private and (ip.is_private or ip.is_loopback or ip.is_reserved):
-        return f"refused by policy: private address {ip} (allow_private=False)"
     return None
 
 

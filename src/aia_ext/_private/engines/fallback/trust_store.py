@@ -24,6 +24,8 @@ MAX_CAPATH_FILES = 10_000
 #: Bytes read from one CA file at most, and certificates taken from it.
 MAX_CA_FILE = 16 * 1024 * 1024
 MAX_CA_FILE_CERTIFICATES = 10_000
+#: CA files whose certificates are remembered (keyed by path, mtime and size).
+MAX_CACHED_FILES = MAX_CAPATH_FILES + 16
 
 
 def load_certificate(der: bytes) -> Any:
@@ -60,6 +62,8 @@ def _certificates_in_file(path: str) -> tuple[bytes, ...]:
     ders = tuple(pem_blocks(data, MAX_CA_FILE_CERTIFICATES) if b"-----BEGIN" in data
                  else [data])
     with _files_lock:
+        if len(_files_cache) >= MAX_CACHED_FILES:
+            _files_cache.clear()  # files changed or a huge capath: read them again
         _files_cache[key] = ders
     return ders
 
