@@ -16,7 +16,7 @@ import atheris
 
 with atheris.instrument_imports(include=["aia_ext"]):
     from aia_ext._private.chase.addresses import refusal as address_refusal
-from aia_ext._private.chase.policy import url_refusal
+    from aia_ext._private.chase.policy import url_refusal
     from aia_ext._private.der import DERError, name_to_string, names_match, parse_certificate
     from aia_ext._private.options import Options
 

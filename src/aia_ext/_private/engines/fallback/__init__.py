@@ -24,7 +24,6 @@ from ...options import Options
 from ...stdlib_ssl import (
     openssl_check_hostname,
     openssl_verify_mode,
-    set_openssl_verification,
     trust_sources,
 )
 from ..base import ConnectionChase, EngineName, OfflineResult
@@ -38,6 +37,7 @@ from .context import (
     STATE_KEY,
     FallbackState,
     VerifyingContext,
+    set_openssl_level,
     state_of,
 )
 
@@ -67,9 +67,10 @@ class FallbackEngine:
                 "aia_ext.inject_into_ssl(), which verify after the handshake instead.")
         # OpenSSL must not verify (it would fail on the incomplete chain); the
         # caller-facing values live in the state and are enforced after the handshake.
-        context.__dict__[STATE_KEY] = FallbackState(
-            options, openssl_verify_mode(context), openssl_check_hostname(context))
-        set_openssl_verification(context, ssl.CERT_NONE, False)
+        state = FallbackState(options, openssl_verify_mode(context),
+                              openssl_check_hostname(context))
+        set_openssl_level(context, ssl.CERT_NONE, False)
+        context.__dict__[STATE_KEY] = state
 
     def disable(self, context: Any) -> bool:
         """Put OpenSSL's verification back as the caller set it."""
@@ -77,7 +78,7 @@ class FallbackEngine:
         if state is None:
             return False
         del context.__dict__[STATE_KEY]
-        set_openssl_verification(context, state.verify_mode, state.check_hostname)
+        set_openssl_level(context, state.verify_mode, state.check_hostname)
         return True
 
     def is_enabled(self, context: Any) -> bool:

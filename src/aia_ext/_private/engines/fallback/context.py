@@ -54,6 +54,22 @@ def state_of(context: object) -> FallbackState | None:
     return state if isinstance(state, FallbackState) else None
 
 
+def set_openssl_level(context: object, verify_mode: ssl.VerifyMode, check_hostname: bool) -> None:
+    """Set what OpenSSL itself enforces, leaving the caller-facing values alone.
+
+    PyPy's C-base setters read ``self.check_hostname`` back, which our property
+    answers from the state; the state is set aside meanwhile so that they see
+    OpenSSL's own value.
+    """
+    attributes = context.__dict__
+    state = attributes.pop(STATE_KEY, None)
+    try:
+        set_openssl_verification(context, verify_mode, check_hostname)
+    finally:
+        if state is not None:
+            attributes[STATE_KEY] = state
+
+
 #: Where a verified connection keeps its chase id and verified chain.
 CHASE_KEY, CHAIN_KEY = "_aia_chase_id", "_aia_chain"
 
@@ -160,7 +176,7 @@ def _take_over_openssl_settings(context: ssl.SSLContext) -> None:
     mode, hostname = openssl_verify_mode(context), openssl_check_hostname(context)
     if mode != ssl.CERT_NONE or hostname:
         state.verify_mode, state.check_hostname = mode, hostname
-        set_openssl_verification(context, ssl.CERT_NONE, False)
+        set_openssl_level(context, ssl.CERT_NONE, False)
 
 
 def _verify(owner: ssl.SSLSocket | ssl.SSLObject) -> None:

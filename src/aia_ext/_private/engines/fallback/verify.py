@@ -129,7 +129,8 @@ def _classify(message: str, chain: list[ParsedCertificate], at: datetime.datetim
         return codes.CERT_SIGNATURE_FAILURE
     if "eku" in text or "extended key usage" in text:
         return codes.INVALID_PURPOSE
-    if "basicconstraints" in text or "ca certificate" in text:
+    if ("basicconstraints" in text or "ca certificate" in text
+            or "missing required extension" in text):  # cryptography < 44's wording
         return codes.INVALID_CA
     if "path length" in text:
         return codes.PATH_LENGTH_EXCEEDED
