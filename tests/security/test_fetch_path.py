@@ -163,6 +163,31 @@ def test_malformed_heads_are_bad_responses(response, aia):
         assert "bad HTTP response" in _reason(url, timeout=TIMEOUT)
 
 
+@pytest.mark.parametrize("location,cached", [
+    (b"http://[::1", True), (b"http://host:99999/x", True), (b"\x00\x01", True),
+    # Well-formed targets the policy refuses: refusals are not cached (they
+    # depend on the asking context's options), so the next handshake asks again.
+    (b"http://[fe80::1%25lo]/", False), (b"http://" + b"a" * 3000, False),
+])
+def test_a_malformed_location_is_one_failed_url(location, cached, aia, root, root_file, server,
+                                                caplog):
+    """Issue 12, 7: a malformed Location raised into the callback's internal-error path,
+    logged an ERROR, never tried the next URL and cached nothing."""
+    inter = issue("Intermediate", root, ca=True)
+    bad = unique_path()
+    bad_url = aia.serve(bad, b"", handler=_raw(
+        b"HTTP/1.1 302 Found\r\nLocation: " + location + b"\r\nContent-Length: 0\r\n\r\n"))
+    good = unique_path()
+    good_url = aia.serve(good, inter.der)
+    srv = server(_leaf(inter, [bad_url, good_url]))
+    with caplog.at_level(logging.DEBUG, logger="aia_ext"), bounded(TIMEOUT + MARGIN):
+        assert verify_code(tight_context(root_file), srv) == 0
+    assert (aia.hits[bad], aia.hits[good]) == (1, 1)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert verify_code(tight_context(root_file), srv) == 0
+    assert aia.hits[bad] == (1 if cached else 2)
+
+
 def test_one_byte_chunks_cost_bounded_work(aia):
     """A body of one-byte chunks: refused after a bounded number of parser events."""
     url = aia.serve(unique_path(), b"", handler=_raw(

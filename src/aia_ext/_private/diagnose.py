@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import ipaddress
 import os
 import socket
 import ssl
@@ -31,7 +30,7 @@ from .der import DERError, parse_certificate
 from .errors import DiagnosisError
 from .options import documented, make_options
 from .report import AddedCertificate, FailedAttempt, from_chase
-from .targets import looks_like_url, parse_host_port
+from .targets import is_ip_literal, looks_like_url, parse_host_port
 from .x509_codes import MISSING_ISSUER
 
 if TYPE_CHECKING:
@@ -196,7 +195,7 @@ def diagnose(
     if ders is None:
         assert host is not None
         hostname = hostname or host
-        ders = _record_served_chain(host, port, None if _is_ip(hostname) else hostname)
+        ders = _record_served_chain(host, port, None if is_ip_literal(hostname) else hostname)
         if not ders:
             raise DiagnosisError(f"{host}:{port} sent no certificate")
     if len(ders) > MAX_CHAIN:
@@ -210,14 +209,6 @@ def diagnose(
     state = finished.get(outcome.chase_id) if outcome.chase_id else None
     return _result(label, hostname, at, ders, outcome.chain, outcome.ok, outcome.code,
                    outcome.depth, state)
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 def _result(label: str, hostname: str | None, at: datetime.datetime | None,

@@ -11,6 +11,17 @@ import re
 _HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::(\d{1,5}))?$")
 
 
+def is_ip_literal(host: str) -> bool:
+    """Whether ``host`` is an IPv4 or IPv6 address (checked as an IP, not a DNS name)."""
+    import ipaddress  # ~1 ms of import: only when a target is checked
+
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def looks_like_url(text: str) -> bool:
     return "://" in text
 

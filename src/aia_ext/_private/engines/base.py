@@ -41,6 +41,16 @@ class OfflineResult(NamedTuple):
     chase_id: int  # 0 when nothing was chased
 
 
+def importable(module: str) -> bool:
+    """Whether ``module`` can be imported here (an engine's dependency probe)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a parent package is missing
+        return False
+
+
 class Engine(Protocol):
     """What every engine implements."""
 

@@ -29,6 +29,7 @@ from .. import binding
 from ..errors import UnsupportedPlatformError
 from ..options import Options
 from ..stdlib_ssl import is_standard_context
+from ..targets import is_ip_literal
 from .base import ConnectionChase, EngineName, OfflineResult
 
 if TYPE_CHECKING:
@@ -133,7 +134,7 @@ class NativeEngine:
         module = self._module()
         ffi, lib = module.ffi, module.lib
         blobs = [ffi.from_buffer(d) for d in ders]
-        is_ip = bool(hostname) and _is_ip(hostname or "")
+        is_ip = bool(hostname) and is_ip_literal(hostname or "")
         if not hostname:
             host = ffi.NULL
         else:
@@ -238,16 +239,6 @@ def _verified_chain(sslobj: object) -> tuple[bytes, ...]:
     chain = getter() or []
     return tuple(c if isinstance(c, bytes) else c.public_bytes(ssl._ssl.ENCODING_DER)  # type: ignore[attr-defined]
                  for c in chain)
-
-
-def _is_ip(host: str) -> bool:
-    import ipaddress  # diagnose() only: kept off `import aia_ext`
-
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 ENGINE = NativeEngine()

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import x509_codes as codes
 from ..options import Options
-from .base import ConnectionChase, EngineName, OfflineResult
+from .base import ConnectionChase, EngineName, OfflineResult, importable
 
 if TYPE_CHECKING:
     import datetime
@@ -57,11 +57,7 @@ class PyOpenSSLEngine:
         self._lock = threading.Lock()
 
     def available(self) -> bool:
-        try:
-            import OpenSSL  # noqa: F401 - a probe
-        except ImportError:
-            return False
-        return True
+        return importable("OpenSSL")
 
     def enable(self, context: Any, options: Options) -> None:
         """Set the AIA verify callback on an ``OpenSSL.SSL.Context``, keeping its mode."""

@@ -26,7 +26,7 @@ from ...stdlib_ssl import (
     openssl_verify_mode,
     trust_sources,
 )
-from ..base import ConnectionChase, EngineName, OfflineResult
+from ..base import ConnectionChase, EngineName, OfflineResult, importable
 
 if TYPE_CHECKING:
     import datetime
@@ -49,11 +49,7 @@ class FallbackEngine:
     needs_context_class = True
 
     def available(self) -> bool:
-        try:
-            import cryptography.x509.verification  # noqa: F401 - a probe
-        except ImportError:
-            return False
-        return True
+        return importable("cryptography.x509.verification")
 
     def enable(self, context: Any, options: Options) -> None:
         state = state_of(context)

@@ -1,0 +1,73 @@
+"""The engine seam: one place decides, every engine answers the same questions."""
+
+from __future__ import annotations
+
+import ssl
+
+import pytest
+
+import aia_ext
+from aia_ext._private import engines
+
+from .helpers import verify_code
+
+
+def test_engine_of_names_the_engine_in_force(engine, root_file):
+    ctx = aia_ext.create_default_context(cafile=root_file)
+    expected = "fallback" if engine == "fallback" else "native"
+    assert aia_ext.engine_of(ctx) == expected
+    aia_ext.disable(ctx)
+    assert aia_ext.engine_of(ctx) is None and not aia_ext.is_enabled(ctx)
+
+
+def test_engine_of_a_plain_context_is_none():
+    assert aia_ext.engine_of(ssl.create_default_context()) is None
+
+
+def test_engine_of_refuses_what_is_not_a_context():
+    with pytest.raises(TypeError, match=r"expected an ssl\.SSLContext"):
+        aia_ext.engine_of(object())  # type: ignore[arg-type]
+
+
+def test_pyopenssl_contexts_get_the_pyopenssl_engine(root_file):
+    from OpenSSL import SSL
+
+    ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
+    assert aia_ext.engine_of(ctx) is None
+    aia_ext.enable(ctx)
+    assert aia_ext.engine_of(ctx) == "pyopenssl"
+    aia_ext.disable(ctx)
+    assert aia_ext.engine_of(ctx) is None
+
+
+@pytest.mark.parametrize("value", ["turbo", "NATIVE ", "Fallback"])
+def test_the_engine_variable_is_read_in_one_place(value, monkeypatch):
+    monkeypatch.setenv("AIA_EXT_ENGINE", value)
+    if value.strip().lower() in engines.CHOICES:
+        assert engines.select().name == value.strip().lower()
+    else:
+        with pytest.raises(ValueError, match="AIA_EXT_ENGINE must be one of"):
+            aia_ext.create_default_context()
+
+
+def test_every_engine_implements_the_interface():
+    for engine in engines.ALL:
+        for name in ("name", "needs_context_class"):
+            assert hasattr(engine, name), (engine.name, name)
+        for method in ("available", "enable", "disable", "is_enabled", "options_of",
+                       "chase_of", "verify_offline"):
+            assert callable(getattr(engine, method)), (engine.name, method)
+    assert {e.name for e in engines.ALL} == {"native", "fallback", "pyopenssl"}
+
+
+def test_an_enabled_context_keeps_its_engine_when_the_variable_changes(
+        engine, make_chain, server, root_file, monkeypatch):
+    """for_context() answers with the engine already on a context, not the selection."""
+    ctx = aia_ext.create_default_context(cafile=root_file)
+    first = aia_ext.engine_of(ctx)
+    monkeypatch.setenv("AIA_EXT_ENGINE", "native" if first == "fallback" else "fallback")
+    aia_ext.enable(ctx, timeout=2.0)  # new options, same engine
+    assert aia_ext.engine_of(ctx) == first
+    assert engines.enabled_engine(ctx).options_of(ctx).timeout == 2.0  # type: ignore[union-attr]
+    chain = make_chain()
+    assert verify_code(ctx, server(chain.leaf)) == 0
