@@ -206,3 +206,49 @@ def test_getpeercert_serial_is_printed_in_whole_bytes(serial, root, tmp_path):
     path.write_bytes(cert.public_bytes(Encoding.PEM))
     expected = ssl._ssl._test_decode_cert(str(path))  # type: ignore[attr-defined]
     assert decode(cert.public_bytes(Encoding.DER))["serialNumber"] == expected["serialNumber"]
+
+
+@pytest.mark.parametrize("handshake_on_connect", [True, False])
+def test_any_verifier_error_fails_closed_and_no_byte_leaves(handshake_on_connect, make_chain,
+                                                            server, root_file):
+    """Issue 13, 3: cryptography raises ValueError for an underscore in a DNS SAN; only
+    SSLCertVerificationError closed the socket, so a caller swallowing the error could
+    still send data."""
+    chain = make_chain(hostname="under_score.localhost")
+    srv = server(chain.leaf)
+    ctx = ctx_for(root_file)
+    with socket.create_connection(srv.address, timeout=30) as raw:
+        with pytest.raises(ssl.SSLCertVerificationError) as info:
+            tls = ctx.wrap_socket(raw, server_hostname="under_score.localhost",
+                                  do_handshake_on_connect=handshake_on_connect)
+            tls.do_handshake()
+        if not handshake_on_connect:
+            # A caller that swallowed the error finds the socket closed.
+            with pytest.raises(OSError):
+                tls.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert info.value.verify_code == 1
+    assert isinstance(info.value.__cause__, ValueError)
+    deadline = time.monotonic() + 5
+    while not srv.app_bytes and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert srv.app_bytes == [0]
+
+
+def test_asyncio_stays_closed_after_a_verifier_error(make_chain, server, root_file):
+    chain = make_chain(hostname="under_score.localhost")
+    srv = server(chain.leaf)
+
+    async def main() -> None:
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await asyncio.open_connection(*srv.address, ssl=ctx_for(root_file),
+                                          server_hostname="under_score.localhost")
+
+    asyncio.run(main())
+    deadline = time.monotonic() + 5
+    while sum(srv.handshakes.values()) == 0 or (srv.handshakes["ok"] and not srv.app_bytes):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    # The client aborted: the server either saw the handshake fail or read nothing.
+    assert sum(srv.handshakes.values()) == 1
+    assert sum(srv.app_bytes) == 0

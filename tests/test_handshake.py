@@ -294,3 +294,10 @@ def test_verify_flags_and_mode_changes_keep_the_callback(make_chain, server, roo
     ctx.verify_flags |= ssl.VERIFY_X509_TRUSTED_FIRST
     ctx.verify_mode = ssl.CERT_REQUIRED
     assert verify_code(ctx, server(chain.leaf)) == 0
+
+
+def test_ip_address_mismatch_is_code_64(make_chain, server, root_file):
+    """OpenSSL reports a failed IP check as X509_V_ERR_IP_ADDRESS_MISMATCH; both engines."""
+    chain = make_chain()
+    ctx = aia_ext.create_default_context(cafile=root_file)
+    assert verify_code(ctx, server(chain.leaf), hostname="127.0.0.2") == 64

@@ -18,7 +18,9 @@ Diagnosis lives in ``aia_ext.diagnosis``; the requests adapter in
 
 from __future__ import annotations
 
+import importlib
 import logging
+from typing import TYPE_CHECKING, Any
 
 from ._private.api import (
     SSLContext,
@@ -32,9 +34,32 @@ from ._private.api import (
 from ._private.errors import AIAError, FetchError, UnsupportedPlatformError
 from ._private.inject import extract_from_ssl, inject_into_ssl, is_injected
 from ._private.options import Options
-from ._private.prefetch import aprefetch, prefetch
-from ._private.report import AddedCertificate, FailedAttempt, Report, report
 from ._version import __version__
+
+if TYPE_CHECKING:
+    from ._private.prefetch import aprefetch, prefetch
+    from ._private.report import AddedCertificate, FailedAttempt, Report, report
+
+# Reports and prefetching are loaded on first use (PEP 562): their records and
+# helpers cost ~4 ms of import that a program enabling AIA never needs
+# (docs/design.md, "Import time").
+_ON_FIRST_USE = {
+    "AddedCertificate": "report", "FailedAttempt": "report", "Report": "report",
+    "report": "report", "aprefetch": "prefetch", "prefetch": "prefetch",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _ON_FIRST_USE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'aia_ext' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"aia_ext._private.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_ON_FIRST_USE))
 
 # A library leaves output to the application: without this, a WARNING would
 # reach every program's stderr through logging's last resort (as urllib3 does).

@@ -15,8 +15,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Callable, TypedDict, TypeVar, Union
 
-from .bundle import BundleError, certificates_in_bundle
-
 if TYPE_CHECKING:
     from .der import ParsedCertificate
 
@@ -194,6 +192,10 @@ def make_options(given: Mapping[str, Any]) -> Options:
 
 def _load_intermediates(value: Any) -> tuple[ParsedCertificate, ...]:
     """A path, PEM/DER/PKCS#7 bytes, or a list of those -> parsed certificates."""
+    # The certificate reader is only needed when a pool is given: kept off
+    # `import aia_ext` (docs/design.md, "Import time").
+    from .bundle import BundleError, certificates_in_bundle
+
     items = value if isinstance(value, (list, tuple)) else [value]
     certs: list[ParsedCertificate] = []
     for item in items:

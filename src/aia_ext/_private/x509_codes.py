@@ -67,3 +67,17 @@ TEXT = {
 def text(code: int) -> str:
     """OpenSSL's wording for ``code`` (the unspecified text for codes not listed)."""
     return TEXT.get(code, TEXT[UNSPECIFIED])
+
+
+def verification_error(code: int, detail: str = "") -> ssl.SSLCertVerificationError:
+    """An SSLCertVerificationError shaped like the one _ssl raises for ``code``."""
+    message = text(code)
+    line = f"[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: {message}"
+    if detail:
+        line += f" ({detail})"
+    error = ssl.SSLCertVerificationError(1, line)
+    error.verify_code = code
+    error.verify_message = message
+    error.reason = "CERTIFICATE_VERIFY_FAILED"
+    error.library = "SSL"
+    return error

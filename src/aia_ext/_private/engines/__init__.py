@@ -15,20 +15,22 @@ read on every call, so a test or a process may change it between contexts.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .base import ConnectionChase, Engine, EngineName, OfflineResult
+from .base import ConnectionChase, EngineName, OfflineResult
 from .fallback import ENGINE as FALLBACK
 from .fallback.context import VerifyingContext
 from .native import ENGINE as NATIVE
 from .pyopenssl import ENGINE as PYOPENSSL
 from .pyopenssl import is_pyopenssl_context
 
+if TYPE_CHECKING:
+    from .base import Engine
+
 __all__ = [
     "ALL",
     "CHOICES",
     "ConnectionChase",
-    "Engine",
     "EngineName",
     "OfflineResult",
     "VerifyingContext",

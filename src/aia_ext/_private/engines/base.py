@@ -14,10 +14,11 @@ applies.  docs/design.md ("The engine seam") explains the choice.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 if TYPE_CHECKING:
     import datetime
+    from typing import Protocol
 
     from ..options import Options
 
@@ -51,33 +52,37 @@ def importable(module: str) -> bool:
         return False
 
 
-class Engine(Protocol):
-    """What every engine implements."""
+if TYPE_CHECKING:
+    # The interface is a static contract: nothing checks it at run time
+    # (tests/test_engines.py does, once), and building a Protocol class costs
+    # import time on every program that imports aia_ext.
+    class Engine(Protocol):
+        """What every engine implements."""
 
-    #: The name ``engine_of()`` reports and ``AIA_EXT_ENGINE`` selects.
-    name: EngineName
-    #: True when the engine verifies in the context's own sockets, so a plain
-    #: standard context must first become an ``aia_ext.SSLContext``.
-    needs_context_class: bool
+        #: The name ``engine_of()`` reports and ``AIA_EXT_ENGINE`` selects.
+        name: EngineName
+        #: True when the engine verifies in the context's own sockets, so a plain
+        #: standard context must first become an ``aia_ext.SSLContext``.
+        needs_context_class: bool
 
-    def available(self) -> bool:
-        """Whether this engine can work in this interpreter."""
+        def available(self) -> bool:
+            """Whether this engine can work in this interpreter."""
 
-    def enable(self, context: Any, options: Options) -> None:
-        """Install (or re-configure) AIA chasing on ``context``."""
+        def enable(self, context: Any, options: Options) -> None:
+            """Install (or re-configure) AIA chasing on ``context``."""
 
-    def disable(self, context: Any) -> bool:
-        """Remove it; False when this engine had not enabled ``context``."""
+        def disable(self, context: Any) -> bool:
+            """Remove it; False when this engine had not enabled ``context``."""
 
-    def is_enabled(self, context: Any) -> bool:
-        """Whether this engine chases on ``context``."""
+        def is_enabled(self, context: Any) -> bool:
+            """Whether this engine chases on ``context``."""
 
-    def options_of(self, context: Any) -> Options | None:
-        """The options in force on ``context`` (None when not enabled here)."""
+        def options_of(self, context: Any) -> Options | None:
+            """The options in force on ``context`` (None when not enabled here)."""
 
-    def chase_of(self, conn: object) -> ConnectionChase | None:
-        """The chase of a connection this engine verified (None: not this engine's)."""
+        def chase_of(self, conn: object) -> ConnectionChase | None:
+            """The chase of a connection this engine verified (None: not this engine's)."""
 
-    def verify_offline(self, context: Any, ders: list[bytes], hostname: str | None,
-                       at: datetime.datetime | None) -> OfflineResult:
-        """Verify ``ders`` (served chain, leaf first) as a handshake on ``context`` would."""
+        def verify_offline(self, context: Any, ders: list[bytes], hostname: str | None,
+                           at: datetime.datetime | None) -> OfflineResult:
+            """Verify ``ders`` (served chain, leaf first) as a handshake on ``context`` would."""

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import ssl
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ... import binding
@@ -30,6 +29,7 @@ from ...stdlib_ssl import (
     set_openssl_verify_mode,
     trust_sources,
 )
+from ...x509_codes import UNSPECIFIED, verification_error
 
 if TYPE_CHECKING:
     _Base = ssl.SSLContext
@@ -40,13 +40,16 @@ else:
 STATE_KEY = "_aia_fallback"
 
 
-@dataclass
 class FallbackState:
     """What the fallback engine keeps on a context it verifies for."""
 
-    options: Options
-    verify_mode: ssl.VerifyMode  # as the caller set it (OpenSSL's own is CERT_NONE)
-    check_hostname: bool
+    __slots__ = ("check_hostname", "options", "verify_mode")
+
+    def __init__(self, options: Options, verify_mode: ssl.VerifyMode,
+                 check_hostname: bool) -> None:
+        self.options = options
+        self.verify_mode = verify_mode  # as the caller set it (OpenSSL's own is CERT_NONE)
+        self.check_hostname = check_hostname
 
 
 def state_of(context: object) -> FallbackState | None:
@@ -181,12 +184,11 @@ def _take_over_openssl_settings(context: ssl.SSLContext) -> None:
 
 def _verify(owner: ssl.SSLSocket | ssl.SSLObject) -> None:
     """Verify the peer of a completed client handshake in fallback mode."""
-    from .verify import verify_chain  # cryptography: imported on the first handshake
-
     context = owner.context
     state = state_of(context)
     if state is None or owner.server_side or state.verify_mode == ssl.CERT_NONE:
-        return
+        return  # the native engine verified inside the handshake, or nobody verifies
+    from .verify import verify_chain  # cryptography: only once the fallback verifies
     served = binding.served_chain(owner)
     hostname = owner.server_hostname if state.check_hostname else None
     default_paths, capaths = trust_sources(context)
@@ -194,6 +196,23 @@ def _verify(owner: ssl.SSLSocket | ssl.SSLObject) -> None:
                                    default_paths, capaths)
     owner.__dict__[CHASE_KEY] = chase_id
     owner.__dict__[CHAIN_KEY] = tuple(chain)
+
+
+def _verify_or_fail(owner: ssl.SSLSocket | ssl.SSLObject) -> None:
+    """``_verify``, with every failure an SSLCertVerificationError (issue 13: fail closed).
+
+    A verifier may raise something else for input it cannot handle (cryptography
+    raises ValueError for some names): that is a failed verification too, with
+    the original chained.  Interrupts (KeyboardInterrupt, SystemExit) pass as
+    they are; the caller closes the connection either way.
+    """
+    try:
+        _verify(owner)
+    except ssl.SSLCertVerificationError:
+        raise
+    except Exception as exc:
+        raise verification_error(
+            UNSPECIFIED, f"the chain could not be verified: {type(exc).__name__}") from exc
 
 
 def _peercert(owner: Any, binary_form: bool) -> Any:
@@ -217,8 +236,8 @@ class AIASSLSocket(ssl.SSLSocket):
     def do_handshake(self, block: bool = False) -> None:
         super().do_handshake(block)
         try:
-            _verify(self)
-        except ssl.SSLCertVerificationError:
+            _verify_or_fail(self)
+        except BaseException:
             self.close()  # nothing may travel on an unverified connection
             raise
 
@@ -234,9 +253,14 @@ class AIASSLObject(ssl.SSLObject):
             raise self.__dict__["_aia_failed"]
         super().do_handshake()
         try:
-            _verify(self)
+            _verify_or_fail(self)
         except ssl.SSLCertVerificationError as exc:
             self.__dict__["_aia_failed"] = exc
+            raise
+        except BaseException:
+            # An interrupt: it surfaces as itself, and the object stays unusable.
+            self.__dict__["_aia_failed"] = verification_error(
+                UNSPECIFIED, "verification was interrupted")
             raise
 
     def getpeercert(self, binary_form: bool = False) -> Any:

@@ -31,26 +31,13 @@ from cryptography.x509.verification import PolicyBuilder, Store, VerificationErr
 from ... import x509_codes as codes
 from ...chase import core as chase
 from ...der import DERError, ParsedCertificate, names_match, parse_certificate
+from ...x509_codes import verification_error
 from .trust_store import load_certificate, trust_anchors
 
 if TYPE_CHECKING:
     from ...options import Options
 
 log = logging.getLogger(__name__)
-
-
-def verification_error(code: int, detail: str = "") -> ssl.SSLCertVerificationError:
-    """An SSLCertVerificationError shaped like the one _ssl raises for ``code``."""
-    message = codes.text(code)
-    text = f"[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: {message}"
-    if detail:
-        text += f" ({detail})"
-    error = ssl.SSLCertVerificationError(1, text)
-    error.verify_code = code
-    error.verify_message = message
-    error.reason = "CERTIFICATE_VERIFY_FAILED"
-    error.library = "SSL"
-    return error
 
 
 # ---- Verification --------------------------------------------------------
@@ -194,6 +181,7 @@ def verify_chain(served: list[bytes], context: ssl.SSLContext, hostname: str | N
         return 1
 
     code = 0
+    cause: Exception | None = None
     verified: list[bytes] = []
     for _round in range(codes.MAX_ROUNDS):
         outcome, cert, depth = _walk(leaf, pool, anchors)
@@ -214,21 +202,28 @@ def verify_chain(served: list[bytes], context: ssl.SSLContext, hostname: str | N
         code = codes.UNABLE_TO_GET_ISSUER_CERT_LOCALLY
     else:
         builder = PolicyBuilder().store(store).time(at)
-        subject: Any = _subject(hostname) if hostname else _any_subject(leaf)
         try:
+            subject: Any = _subject(hostname) if hostname else _any_subject(leaf)
             path = builder.build_server_verifier(subject).verify(
                 load_certificate(leaf.der), [load_certificate(c.der) for c in pool])
             verified = [c.public_bytes(Encoding.DER) for c in path]
         except VerificationError as exc:
             code = _classify(str(exc), [leaf, *pool], at)
+            if code == codes.HOSTNAME_MISMATCH and isinstance(subject, x509.IPAddress):
+                code = codes.IP_ADDRESS_MISMATCH  # as OpenSSL reports an IP check
             log.debug("fallback: verification failed (%s): %s", code, exc)
+        except Exception as exc:  # noqa: BLE001 - e.g. ValueError for a name it cannot take
+            # Whatever the verifier cannot judge is a failure (fail closed), and
+            # the chase is finished like any other.
+            code, cause = codes.UNSPECIFIED, exc
+            log.debug("fallback: the verifier raised %s: %s", type(exc).__name__, exc)
     if state is not None:
         chase.finish(state.id, code == 0, code or 0, 0)
     chase_id = state.id if state is not None else 0
     if code:
         error = verification_error(code)
         error.aia_chase_id = chase_id  # type: ignore[attr-defined]  # for diagnose()
-        raise error
+        raise error from cause
     return chase_id, verified
 
 
