@@ -6,33 +6,47 @@
     session = requests.Session()
     session.mount("https://", AIAAdapter())
 
-The adapter hands an AIA-enabled ``ssl.SSLContext`` to urllib3: no CA bundle
+The adapter hands urllib3 AIA-enabled ``ssl.SSLContext`` objects: no CA bundle
 file is written, and no temporary file is involved.
 """
 
 from __future__ import annotations
 
 import ssl
+import threading
+from collections import OrderedDict
 from typing import Any
 
 from requests.adapters import HTTPAdapter
 
-from ._private.api import create_default_context
+from ._private.api import create_default_context, derive_context
 
 __all__ = ["AIAAdapter"]
 
+#: Contexts derived for per-request ``verify``/``cert`` combinations, at most.
+MAX_DERIVED_CONTEXTS = 32
+_FILE_ATTRIBUTES = ("ca_certs", "ca_cert_dir", "cert_file", "key_file")
+
 
 class AIAAdapter(HTTPAdapter):
-    """An ``HTTPAdapter`` whose connections verify with an AIA-enabled context.
+    """An ``HTTPAdapter`` whose connections verify with AIA-enabled contexts.
 
-    ``ssl_context`` defaults to ``aia_ext.create_default_context()``.  With
-    ``verify=True`` (requests' default) the context's own trust store is used
-    as is; requests would otherwise load certifi's bundle into it.  An explicit
-    ``verify="path"`` is honoured as requests always does.
+    ``ssl_context`` (default ``aia_ext.create_default_context()``) serves
+    requests made with ``verify=True`` and no client certificate, its trust
+    store used as is.  Every other ``(verify, cert)`` combination gets a context
+    of its own, derived from it (same options, flags and protocol versions):
+    ``verify="path"`` trusts that bundle or directory only, ``cert=`` presents
+    that client certificate, and ``verify=False`` does not verify (nor fetch), as
+    with requests' own ``HTTPAdapter``.  urllib3 loads per-request files into
+    the context it is given; here it is never given any, so nothing a request
+    asks for reaches another host or a later request (psf/requests#6726,
+    urllib3/urllib3#3036).  The given context is never modified.
     """
 
     def __init__(self, ssl_context: ssl.SSLContext | None = None, **kwargs: Any) -> None:
         self.ssl_context = ssl_context or create_default_context()
+        self._derived: OrderedDict[tuple[Any, Any], ssl.SSLContext] = OrderedDict()
+        self._derived_lock = threading.Lock()
         super().__init__(**kwargs)
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
@@ -45,18 +59,44 @@ class AIAAdapter(HTTPAdapter):
 
     def build_connection_pool_key_attributes(self, request: Any, verify: Any,
                                              cert: Any = None) -> Any:
-        # requests >= 2.32 hands ca_certs to urllib3 here, not in cert_verify.
+        # requests >= 2.32 chooses the pool here: the context is part of its key.
         host_params, pool_kwargs = super().build_connection_pool_key_attributes(
             request, verify, cert)
-        if verify is True:
-            pool_kwargs.pop("ca_certs", None)
-            pool_kwargs.pop("ca_cert_dir", None)
+        if host_params.get("scheme") == "https":
+            pool_kwargs["ssl_context"] = self.context_for(verify, cert)
+            for name in _FILE_ATTRIBUTES:
+                pool_kwargs.pop(name, None)
         return host_params, pool_kwargs
 
     def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+        # requests' checks (the files exist) still apply; then the pool's own
+        # context carries them, so urllib3 must not load them into it again.
         super().cert_verify(conn, url, verify, cert)
-        if verify is True and url.lower().startswith("https"):
-            # Keep the context's trust store: requests would point urllib3 at
-            # certifi, and urllib3 would load it into our context.
-            conn.ca_certs = None
-            conn.ca_cert_dir = None
+        if url.lower().startswith("https"):
+            for name in _FILE_ATTRIBUTES:
+                setattr(conn, name, None)
+
+    def context_for(self, verify: Any, cert: Any) -> ssl.SSLContext:
+        """The context for requests made with this ``verify`` and ``cert``."""
+        if isinstance(cert, list):
+            cert = tuple(cert)
+        if verify is not False and not isinstance(verify, str):
+            verify = True
+        if verify is True and not cert:
+            return self.ssl_context
+        key = (verify, cert)
+        with self._derived_lock:
+            context = self._derived.get(key)
+            if context is not None:
+                self._derived.move_to_end(key)
+                return context
+        context = derive_context(self.ssl_context, verify=verify is not False,
+                                 trust=verify if isinstance(verify, str) else None)
+        if cert:
+            certfile, keyfile = (cert if isinstance(cert, tuple) else (cert, None))
+            context.load_cert_chain(certfile, keyfile)
+        with self._derived_lock:
+            self._derived[key] = context
+            while len(self._derived) > MAX_DERIVED_CONTEXTS:
+                self._derived.popitem(last=False)
+        return context

@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING, Any, Union, overload
 from . import engines
 from .engines import VerifyingContext
 from .options import DEFAULT, Options, documented, make_options
-from .stdlib_ssl import STDLIB_CONTEXT, is_standard_context, record_trust_sources
+from .stdlib_ssl import (
+    STDLIB_CONTEXT,
+    is_standard_context,
+    new_plain_context,
+    record_trust_sources,
+    trust_sources,
+)
 
 if TYPE_CHECKING:
     from OpenSSL.SSL import Context as PyOpenSSLContext
@@ -118,6 +124,48 @@ def adopt(context: ssl.SSLContext, options: Options,
         context.__class__ = SSLContext
     engine.enable(context, options)
     return context
+
+
+def derive_context(base: ssl.SSLContext, *, verify: bool,
+                   trust: str | os.PathLike[str] | None = None) -> ssl.SSLContext:
+    """A new client context like ``base``: same options, flags and protocol versions.
+
+    ``verify=False``: no verification, and so no AIA (nothing is fetched when
+    nobody verifies).  Otherwise AIA-enabled with ``base``'s options, trusting
+    ``trust`` (a CA file or directory) if given, else what ``base`` trusts.
+    ``base`` is only read.
+    """
+    context = new_plain_context(ssl.PROTOCOL_TLS_CLIENT)
+    context.options = base.options
+    context.minimum_version = base.minimum_version
+    context.maximum_version = base.maximum_version
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    context.verify_flags = base.verify_flags
+    if trust is not None:
+        path = os.fspath(trust)
+        if os.path.isdir(path):
+            context.load_verify_locations(capath=path)
+            record_trust_sources(context, capath=path)
+        else:
+            context.load_verify_locations(cafile=path)
+    else:
+        ders = base.get_ca_certs(binary_form=True)
+        if ders:
+            context.load_verify_locations(cadata=b"".join(ders))
+        default_paths, capaths = trust_sources(base)
+        if default_paths:
+            context.set_default_verify_paths()
+        for capath in capaths:
+            context.load_verify_locations(capath=capath)
+        record_trust_sources(context, default_paths=default_paths)
+        for capath in capaths:
+            record_trust_sources(context, capath=capath)
+    engine = engines.enabled_engine(base)
+    options = (engine.options_of(base) if engine is not None else None) or DEFAULT
+    return adopt(context, options, always_switch=True)
 
 
 def _system_store_has_certificates(context: ssl.SSLContext) -> str | None:
