@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from .diagnose import CertificateInfo, Diagnosis
 
 EXIT_COMPLETE, EXIT_INVALID, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
+EXIT_INTERRUPTED = 130
 SCHEMA_ID = "https://aia-ext.invalid/schemas/diagnosis-1.json"
 
 
@@ -210,6 +211,10 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
     try:
         return _check(args, out)
+    except KeyboardInterrupt:
+        # Ctrl-C: no verdict (nothing was decided) and no traceback; 128 + SIGINT.
+        print("aia-ext: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except (_Usage, AIAError, ValueError, OSError) as exc:
         # One line, no traceback (exit code 2).
         print(f"aia-ext: error: {exc}", file=sys.stderr)

@@ -74,6 +74,24 @@ def set_openssl_check_hostname(context: object, check_hostname: bool) -> None:
     C_BASE.check_hostname.__set__(context, check_hostname)
 
 
+_combined: dict[tuple[type, type], type] = {}
+
+
+def combine_classes(ours: type, theirs: type) -> type:
+    """A class doing both: ``ours`` (whose methods call ``super()``) around ``theirs``.
+
+    For socket classes another wrapper assigned to a context (truststore does);
+    made once per pair.
+    """
+    if issubclass(theirs, ours):
+        return theirs
+    key = (ours, theirs)
+    combined = _combined.get(key)
+    if combined is None:
+        combined = _combined[key] = type(f"AIA{theirs.__name__}", (ours, theirs), {})
+    return combined
+
+
 def is_standard_context(obj: object) -> bool:
     """Whether ``obj`` is an ``ssl.SSLContext`` (any subclass of the real class)."""
     return isinstance(obj, STDLIB_CONTEXT)

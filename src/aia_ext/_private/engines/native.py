@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Any
 from .. import binding
 from ..errors import UnsupportedPlatformError
 from ..options import Options
-from ..stdlib_ssl import is_standard_context
+from ..records import attach
+from ..stdlib_ssl import combine_classes, is_standard_context
 from ..targets import is_ip_literal
 from .base import ConnectionChase, EngineName, OfflineResult
 
@@ -88,6 +89,7 @@ class NativeEngine:
             if new:
                 self._tokens[context] = token
                 weakref.finalize(context, self._options.pop, token, None)
+                _wrap_socket_classes(context)
 
     def disable(self, context: Any) -> bool:
         with self._lock:
@@ -96,6 +98,7 @@ class NativeEngine:
                 return False
             binding.bind().lib.aia_ext_uninstall(binding.ssl_ctx_pointer(context))
             self._options.pop(token, None)
+        _unwrap_socket_classes(context)
         return True
 
     def is_enabled(self, context: Any) -> bool:
@@ -150,6 +153,9 @@ class NativeEngine:
         with self._lock:
             token = self._tokens.get(context, 0)
         ok = bool(lib.aia_ext_offline_verify(handle, token, chase_id))
+        interrupt = take_interrupt()
+        if interrupt is not None:
+            raise interrupt
         depth = ffi.new("int *")
         code = 0 if ok else int(lib.aia_ext_offline_error(handle, depth))
         chain = binding.store_chain(lib.aia_ext_offline_store_ctx(handle)) if ok else []
@@ -223,13 +229,97 @@ class NativeEngine:
 MAX_PARSED = 256
 
 
+_interrupts = threading.local()
+
+
 def _callback_error(
     exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None
 ) -> None:
     # cffi then returns the declared error value (0: no certificates), so a
     # bug or an interrupt on this path fails closed (docs/design.md, invariant 4).
+    if not issubclass(exc_type, Exception):
+        # KeyboardInterrupt, SystemExit...: not an error of ours, and not to be
+        # swallowed.  The chase stops here; the connection's do_handshake
+        # raises it once OpenSSL has unwound (_Interruptible below).
+        _interrupts.pending = exc
+        return
     log.error("aia_ext internal error in the verify callback; no certificates added",
               exc_info=(exc_type, exc, tb))
+
+
+def take_interrupt() -> BaseException | None:
+    """The interrupt a fetch on this thread received during the last verification."""
+    exc: BaseException | None = getattr(_interrupts, "pending", None)
+    _interrupts.pending = None
+    return exc
+
+
+def _after_handshake(conn: ssl.SSLSocket | ssl.SSLObject,
+                     failure: ssl.SSLCertVerificationError | None) -> None:
+    """Raise an interrupt a fetch received; give a failure its chase report."""
+    interrupt = take_interrupt()
+    if interrupt is not None:
+        if isinstance(conn, ssl.SSLSocket):
+            conn.close()  # whatever OpenSSL decided, this connection is over
+        raise interrupt
+    if failure is not None:
+        sslobj = getattr(conn, "_sslobj", None)
+        try:
+            chase_id = binding.chase_id_of(sslobj)
+        except (TypeError, UnsupportedPlatformError):
+            return
+        attach(failure, chase_id)
+
+
+def _wrap_socket_classes(context: ssl.SSLContext) -> None:
+    """Make the context's sockets _Explaining ones, around whatever class they had."""
+    attributes = vars(context)
+    saved = {name: attributes[name] for name in _CLASS_ATTRIBUTES if name in attributes}
+    attributes["_aia_native_saved_classes"] = saved
+    context.sslsocket_class = combine_classes(_ExplainingSocket, context.sslsocket_class)
+    context.sslobject_class = combine_classes(_ExplainingObject, context.sslobject_class)
+
+
+def _unwrap_socket_classes(context: ssl.SSLContext) -> None:
+    attributes = vars(context)
+    saved = attributes.pop("_aia_native_saved_classes", None)
+    if saved is None:
+        return
+    for name in _CLASS_ATTRIBUTES:
+        if name in saved:
+            attributes[name] = saved[name]
+        else:
+            attributes.pop(name, None)
+
+
+#: Where a context keeps its socket classes (an aia_ext.SSLContext keeps them
+#: under its own names, behind properties).
+_CLASS_ATTRIBUTES = ("sslsocket_class", "sslobject_class", "_aia_sslsocket_class",
+                     "_aia_sslobject_class")
+
+
+class _ExplainingSocket(ssl.SSLSocket):
+    """The sockets of a natively enabled context: interrupts surface, failures explain."""
+
+    def do_handshake(self, block: bool = False) -> None:
+        try:
+            super().do_handshake(block)
+        except ssl.SSLCertVerificationError as exc:
+            _after_handshake(self, exc)
+            raise
+        _after_handshake(self, None)
+
+
+class _ExplainingObject(ssl.SSLObject):
+    """The SSLObjects (asyncio) of a natively enabled context, likewise."""
+
+    def do_handshake(self) -> None:
+        try:
+            super().do_handshake()
+        except ssl.SSLCertVerificationError as exc:
+            _after_handshake(self, exc)
+            raise
+        _after_handshake(self, None)
 
 
 def _verified_chain(sslobj: object) -> tuple[bytes, ...]:

@@ -19,8 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 from ... import binding
 from ...options import Options
+from ...records import attach
 from ...stdlib_ssl import (
     STDLIB_CONTEXT,
+    combine_classes,
     openssl_check_hostname,
     openssl_verify_mode,
     record_trust_sources,
@@ -124,7 +126,7 @@ class VerifyingContext(_Base):
     def sslsocket_class(self, cls: type[ssl.SSLSocket]) -> None:
         # truststore assigns its own class here; ours must still verify, so the
         # assigned class is combined with the verifying one, not replaced.
-        self.__dict__["_aia_sslsocket_class"] = _combine(AIASSLSocket, cls)
+        self.__dict__["_aia_sslsocket_class"] = combine_classes(AIASSLSocket, cls)
 
     @property
     def sslobject_class(self) -> type[ssl.SSLObject]:
@@ -132,7 +134,7 @@ class VerifyingContext(_Base):
 
     @sslobject_class.setter
     def sslobject_class(self, cls: type[ssl.SSLObject]) -> None:
-        self.__dict__["_aia_sslobject_class"] = _combine(AIASSLObject, cls)
+        self.__dict__["_aia_sslobject_class"] = combine_classes(AIASSLObject, cls)
 
     def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
         _take_over_openssl_settings(self)
@@ -157,13 +159,6 @@ class VerifyingContext(_Base):
         super().load_verify_locations(cafile, capath, cadata)
         if capath is not None:
             record_trust_sources(self, capath=os.fspath(capath))
-
-
-def _combine(ours: type, theirs: type) -> type:
-    """A class doing both: ``ours`` (verification) around ``theirs``."""
-    if issubclass(theirs, ours):
-        return theirs
-    return type(f"AIA{theirs.__name__}", (ours, theirs), {})
 
 
 def _take_over_openssl_settings(context: ssl.SSLContext) -> None:
@@ -237,8 +232,12 @@ class AIASSLSocket(ssl.SSLSocket):
         super().do_handshake(block)
         try:
             _verify_or_fail(self)
-        except BaseException:
+        except ssl.SSLCertVerificationError as exc:
             self.close()  # nothing may travel on an unverified connection
+            attach(exc, getattr(exc, "aia_chase_id", 0))
+            raise
+        except BaseException:
+            self.close()
             raise
 
     def getpeercert(self, binary_form: bool = False) -> Any:
@@ -256,6 +255,7 @@ class AIASSLObject(ssl.SSLObject):
             _verify_or_fail(self)
         except ssl.SSLCertVerificationError as exc:
             self.__dict__["_aia_failed"] = exc
+            attach(exc, getattr(exc, "aia_chase_id", 0))
             raise
         except BaseException:
             # An interrupt: it surfaces as itself, and the object stays unusable.

@@ -183,15 +183,20 @@ def verify_chain(served: list[bytes], context: ssl.SSLContext, hostname: str | N
     code = 0
     cause: Exception | None = None
     verified: list[bytes] = []
-    for _round in range(codes.MAX_ROUNDS):
-        outcome, cert, depth = _walk(leaf, pool, anchors)
-        if outcome != "missing":
-            break
-        if state is None:
-            state, _ = chase.chase_for(0, options)
-        if chase.on_missing_issuer(state, cert.der, depth,
-                                   codes.UNABLE_TO_GET_ISSUER_CERT_LOCALLY, add) <= 0:
-            break
+    try:
+        for _round in range(codes.MAX_ROUNDS):
+            outcome, cert, depth = _walk(leaf, pool, anchors)
+            if outcome != "missing":
+                break
+            if state is None:
+                state, _ = chase.chase_for(0, options)
+            if chase.on_missing_issuer(state, cert.der, depth,
+                                       codes.UNABLE_TO_GET_ISSUER_CERT_LOCALLY, add) <= 0:
+                break
+    except BaseException:  # an interrupt during a fetch: the chase ends, failed
+        if state is not None:
+            chase.finish(state.id, False, codes.UNABLE_TO_GET_ISSUER_CERT_LOCALLY, 0)
+        raise
     if outcome == "missing":
         # No path to a trust anchor: the original verdict, as in the native engine.
         code = codes.UNABLE_TO_GET_ISSUER_CERT_LOCALLY

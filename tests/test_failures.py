@@ -1,0 +1,163 @@
+"""Failures that explain themselves, and interrupts that are never swallowed.
+
+After a chase that still failed, the ``ssl.SSLCertVerificationError`` carries the
+chase (``exc.aia_report``) and, on Python 3.11+, a note a person can act on.
+Ctrl-C during a fetch surfaces as KeyboardInterrupt, promptly, in a real child
+process against real loopback servers.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+import aia_ext
+from aia_ext._private.testing import issue
+
+from .helpers import unique_path
+
+HAS_NOTES = sys.version_info >= (3, 11)
+
+
+def _failure(ctx: ssl.SSLContext, srv) -> ssl.SSLCertVerificationError:
+    with socket.create_connection(srv.address, timeout=30) as raw:
+        with pytest.raises(ssl.SSLCertVerificationError) as info:
+            ctx.wrap_socket(raw, server_hostname="localhost")
+    return info.value
+
+
+def test_an_untrusted_root_after_a_fetch_is_explained(make_chain, server, root_file):
+    chain = make_chain(issuer_root=issue("a root nobody trusts", ca=True))
+    ctx = aia_ext.create_default_context(cafile=root_file)
+    error = _failure(ctx, server(chain.leaf))
+    assert error.verify_code == 20
+    report = error.aia_report  # type: ignore[attr-defined]
+    assert isinstance(report, aia_ext.Report) and not report.verified
+    assert [(a.url, a.source) for a in report.added] == [(chain.urls[0], "network")]
+    if HAS_NOTES:
+        [note] = error.__notes__
+        assert "Intermediate 0" in note and chain.urls[0] in note
+        assert "CN=a root nobody trusts is not in the trust store" in note
+
+
+def test_a_failed_fetch_is_explained(server, root, root_file, aia):
+    inter = issue("Intermediate", root, ca=True)
+    url = aia.serve(unique_path(), b"gone", status=410)
+    leaf = issue("localhost", inter, aia=[url], dns=["localhost"])
+    error = _failure(aia_ext.create_default_context(cafile=root_file), server(leaf))
+    report = error.aia_report  # type: ignore[attr-defined]
+    assert [(f.url, f.reason) for f in report.failed] == [(url, "HTTP 410: Gone")]
+    if HAS_NOTES:
+        assert f"could not fetch the missing issuer ({url}: HTTP 410: Gone)" in \
+            error.__notes__[0]
+
+
+def test_the_explanation_reaches_urllib_callers(make_chain, server, root_file):
+    chain = make_chain(issuer_root=issue("a root nobody trusts", ca=True))
+    ctx = aia_ext.create_default_context(cafile=root_file)
+    with pytest.raises(urllib.error.URLError) as info:
+        urllib.request.urlopen(server(chain.leaf).url, context=ctx, timeout=30)
+    assert info.value.reason.aia_report.added  # type: ignore[union-attr]
+
+
+def test_a_failure_without_a_chase_is_plain_ssl(make_chain, server, root_file):
+    chain = make_chain()
+    ctx = aia_ext.create_default_context(cafile=root_file)
+    with socket.create_connection(server(chain.leaf, chain.intermediates).address) as raw:
+        with pytest.raises(ssl.SSLCertVerificationError) as info:
+            ctx.wrap_socket(raw, server_hostname="not-this-host.example")
+    assert info.value.verify_code in (62, 64)
+    assert not hasattr(info.value, "aia_report")
+    assert not getattr(info.value, "__notes__", None)
+
+
+CHILD = """
+import socket, ssl, sys, time
+import aia_ext
+ctx = aia_ext.create_default_context(cafile={root_file!r}, timeout=20.0, deadline=30.0)
+started = time.monotonic()
+try:
+    with socket.create_connection(("127.0.0.1", {port}), timeout=30) as raw:
+        ctx.wrap_socket(raw, server_hostname="localhost")
+except KeyboardInterrupt:
+    print("KeyboardInterrupt after %.2f s" % (time.monotonic() - started), flush=True)
+    raise SystemExit(7)
+except BaseException as exc:
+    print("OTHER", type(exc).__name__, exc, flush=True)
+    raise SystemExit(1)
+print("NO EXCEPTION", flush=True)
+"""
+
+
+def _stalling_leaf(aia, root):
+    inter = issue("Intermediate", root, ca=True)
+    path = unique_path()
+
+    def stall(handler) -> None:
+        time.sleep(15)
+
+    url = aia.serve(path, b"", handler=stall)
+    return issue("localhost", inter, aia=[url], dns=["localhost"]), path
+
+
+def _interrupt_when_fetching(process: subprocess.Popen, aia, path: str) -> float:
+    deadline = time.monotonic() + 20
+    while aia.hits[path] == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert aia.hits[path] == 1, "the child never fetched"
+    time.sleep(0.2)  # inside the fetch's read now
+    sent = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    return sent
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT")
+def test_ctrl_c_during_a_fetch_raises_keyboard_interrupt(aia, root, root_file, server, engine):
+    leaf, path = _stalling_leaf(aia, root)
+    srv = server(leaf)
+    process = subprocess.Popen(
+        [sys.executable, "-c", CHILD.format(root_file=root_file, port=srv.port)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+    sent = _interrupt_when_fetching(process, aia, path)
+    out, err = process.communicate(timeout=20)
+    ended = time.monotonic()
+    assert "KeyboardInterrupt after" in out, (out, err)
+    assert process.returncode == 7
+    assert ended - sent < 3.0  # promptly, not after the 20 s fetch timeout
+    assert "internal error" not in err and "CERTIFICATE_VERIFY_FAILED" not in out
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT")
+def test_ctrl_c_in_the_cli_exits_130_without_a_verdict(aia, root, root_file, server, engine):
+    leaf, path = _stalling_leaf(aia, root)
+    srv = server(leaf)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "aia_ext", "check", f"https://localhost:{srv.port}/",
+         "--cafile", root_file, "--timeout", "20"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+    _interrupt_when_fetching(process, aia, path)
+    out, err = process.communicate(timeout=20)
+    assert process.returncode == 130, (out, err)
+    assert out == "" and "Traceback" not in err and "Verdict" not in err
+
+
+def test_the_explanation_sentence_is_escaped():
+    from aia_ext._private.records import AddedCertificate, FailedAttempt, Report, explain
+
+    report = Report(False, 20, "unable to get local issuer certificate",
+                    (AddedCertificate("CN=x\r\nforged", "CN=y\x1b[2J", "http://u/", "network", 1,
+                                      0.0, b""),), (), (), 1, 0.0)
+    sentence = explain(report)
+    assert "\r" not in sentence and "\n" not in sentence and "\x1b" not in sentence
+    report = Report(False, 20, "unable", (), (FailedAttempt("http://u/\n", "CN=z", "timeout"),),
+                    (), 1, 0.0)
+    assert "\n" not in explain(report)
