@@ -14,6 +14,8 @@ import subprocess
 import sys
 import textwrap
 import threading
+import urllib.error
+import urllib.request
 import zipfile
 
 import pytest
@@ -411,3 +413,25 @@ def test_disk_cache_stores_only_what_verified(server, root_file, aia, tmp_path):
     ctx = aia_ext.create_default_context(cafile=root_file, cache_dir=tmp_path)
     assert verify_code(ctx, server(leaf)) == 20
     assert list(tmp_path.iterdir()) == []
+
+
+def test_enable_on_a_truststore_context_really_chases(make_chain, server, root_file, aia,
+                                                      monkeypatch, engine):
+    """Issue 14, 3: enable(truststore.SSLContext) returned, is_enabled() said True, and
+    nothing was ever chased."""
+    truststore = pytest.importorskip("truststore")
+    monkeypatch.setenv("SSL_CERT_FILE", root_file)  # truststore's Linux trust store
+    chain = make_chain()
+    srv = server(chain.leaf)
+    ctx = truststore.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    with pytest.raises(urllib.error.URLError, match="unable to get local issuer"):
+        urllib.request.urlopen(srv.url, context=ctx, timeout=30)
+    assert aia_ext.enable(ctx) is ctx and aia_ext.is_enabled(ctx)
+    assert aia_ext.engine_of(ctx) == ("fallback" if engine == "fallback" else "native")
+    assert urllib.request.urlopen(srv.url, context=ctx, timeout=30).read() == b"ok\n"
+    assert fetches_of(aia, chain) == 1
+    aia_ext.disable(ctx)
+    assert not aia_ext.is_enabled(ctx)
+    aia_ext.clear_cache()
+    with pytest.raises(urllib.error.URLError, match="unable to get local issuer"):
+        urllib.request.urlopen(srv.url, context=ctx, timeout=30)

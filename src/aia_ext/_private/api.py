@@ -56,6 +56,37 @@ def _require_context(context: object) -> None:
         )
 
 
+def _connecting_context(context: Any) -> Any:
+    """The context that really makes connections for ``context``.
+
+    A ``truststore.SSLContext`` wraps a standard context (``_ctx``) which makes
+    every connection; enabling the wrapper itself would change nothing
+    (issue 14: enable() silently did nothing).  Anything else is itself.
+    """
+    if type(context).__module__.split(".")[0] != "truststore":
+        return context
+    inner = getattr(context, "_ctx", None)
+    if not is_standard_context(inner):
+        raise TypeError(
+            "this truststore.SSLContext keeps no standard context aia_ext can enable; use "
+            "aia_ext.inject_into_ssl() before creating it (it composes with truststore)")
+    return inner
+
+
+def _adopt_existing(context: ssl.SSLContext) -> None:
+    """Make an existing standard context an aia_ext.SSLContext, keeping its socket classes.
+
+    Socket classes assigned to the instance (truststore assigns its own) move
+    behind the new class's properties, which combine them with the verifying ones.
+    """
+    attributes = vars(context)
+    assigned = {name: attributes.pop(name) for name in ("sslsocket_class", "sslobject_class")
+                if name in attributes}
+    context.__class__ = SSLContext
+    for name, cls in assigned.items():
+        setattr(context, name, cls)
+
+
 @overload
 def enable(context: ssl.SSLContext, **options: Unpack[OptionsKwargs]) -> ssl.SSLContext: ...
 @overload
@@ -79,33 +110,39 @@ def enable(context: Any, **options: Any) -> Any:
 
 def enable_with(context: Any, options: Options) -> Any:
     """``enable()`` with options already validated."""
+    target = context
     if not engines.is_pyopenssl_context(context):
         _require_context(context)
-    engines.for_context(context).enable(context, options)
+        target = _connecting_context(context)
+    engine = engines.for_context(target)
+    if target is not context and engine.needs_context_class and type(target) is STDLIB_CONTEXT:
+        _adopt_existing(target)  # truststore's inner context, under the fallback engine
+    engine.enable(target, options)
     return context
 
 
 def disable(context: ssl.SSLContext | PyOpenSSLContext) -> Any:
     """Remove AIA chasing from ``context`` (a no-op if it was not enabled); returns it."""
+    target = context
     if not engines.is_pyopenssl_context(context):
         _require_context(context)
-    engine = engines.enabled_engine(context)
+        target = _connecting_context(context)
+    engine = engines.enabled_engine(target)
     if engine is not None:
-        engine.disable(context)
+        engine.disable(target)
     return context
 
 
 def is_enabled(context: ssl.SSLContext | PyOpenSSLContext) -> bool:
     """Whether ``enable()`` is in force on ``context``."""
-    if not engines.is_pyopenssl_context(context):
-        _require_context(context)
-    return engines.enabled_engine(context) is not None
+    return engine_of(context) is not None
 
 
 def engine_of(context: ssl.SSLContext | PyOpenSSLContext) -> EngineName | None:
     """Which engine chases on ``context``: "native", "fallback", "pyopenssl", or None."""
     if not engines.is_pyopenssl_context(context):
         _require_context(context)
+        context = _connecting_context(context)
     engine = engines.enabled_engine(context)
     return engine.name if engine is not None else None
 
