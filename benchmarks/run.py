@@ -108,6 +108,39 @@ def warm_incomplete(servers: Servers, settings: Settings) -> Result:
                    "enabled_leaf_only_ms": statistics.median(cand) * 1000})
 
 
+def pool_2000(servers: Servers, settings: Settings) -> Result:
+    """A pool of 2,000 intermediates (the needed one last) completes a leaf-only chain."""
+    plain = ssl.create_default_context(cafile=servers.root)
+    started = time.perf_counter()
+    pooled = aia_ext.create_default_context(cafile=servers.root,
+                                            intermediates=servers.info["pool"], max_fetches=0)
+    load_ms = (time.perf_counter() - started) * 1000
+    full, leaf_only = servers.port("full"), servers.port("leaf_only")
+    before = _aia_hits(servers)
+    timed_handshakes(plain, full, 20)
+    timed_handshakes(pooled, leaf_only, 20)
+    ratios, base, cand = _ratio_rounds(
+        settings,
+        lambda: timed_handshakes(plain, full, settings.handshakes),
+        lambda: timed_handshakes(pooled, leaf_only, settings.handshakes))
+    fetches = _aia_hits(servers) - before
+    median = statistics.median(ratios)
+    return Result("pool_2000", "leaf-only, pool of 2,000 (needed last), 0 fetches / plain ssl "
+                  "on a complete chain", median, "x", "<= 1.10 and 0 fetches",
+                  median <= 1.10 and fetches == 0, spread(ratios),
+                  {"fetches": fetches, "pool_load_ms": load_ms,
+                   "plain_full_ms": statistics.median(base) * 1000,
+                   "pooled_leaf_only_ms": statistics.median(cand) * 1000})
+
+
+def _aia_hits(servers: Servers) -> int:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{servers.port('aia')}/_hits",
+                                timeout=10) as response:
+        return int(json.loads(response.read()).get("/int.der", 0))
+
+
 def _first_response_ms(context: ssl.SSLContext, port: int) -> float:
     import http.client
 
@@ -299,6 +332,7 @@ def loop_block(servers: Servers, settings: Settings) -> Result:
 BENCHMARKS: list[tuple[str, Callable[[Servers, Settings], Result]]] = [
     ("full_overhead", full_overhead),
     ("warm_incomplete", warm_incomplete),
+    ("pool_2000", pool_2000),
     ("cold_first_request", cold_first_request),
     ("vs_aia_chaser", lambda s, t: _versus("vs_aia_chaser", "aia_chaser", "aia_chaser", s, t,
                                            "leaf_only")),

@@ -9,7 +9,8 @@ serves on 127.0.0.1:
 - ``leaf_only``: TLS, leaf only, caIssuers -> /int.der;
 - ``leaf_only_slow``: TLS, leaf only, caIssuers -> /slow/int.der;
 - ``leaf_only_443``: like leaf_only on port 443, when this process may bind it
-  (the ``aia`` package connects to port 443 only).
+  (the ``aia`` package connects to port 443 only);
+- ``pool.pem`` in DIR: 1,999 decoy CA certificates, then the intermediate.
 
 It writes ``root.pem`` into DIR, prints one JSON line describing all this, and
 serves until its standard input closes.
@@ -26,7 +27,7 @@ import socket
 import sys
 import time
 
-from aia_ext._private.testing import AIAServer, Route, TLSServer, issue, write_pem
+from aia_ext._private.testing import AIAServer, Route, TLSServer, issue, new_key, write_pem
 
 
 def _bind_443_possible() -> bool:
@@ -71,6 +72,10 @@ def main() -> int:
         leaf = issue("localhost", inter, aia=[aia.url("/int.der")], **names)  # type: ignore[arg-type]
         slow_leaf = issue("localhost", inter, aia=[aia.url("/slow/int.der")], **names)  # type: ignore[arg-type]
         write_pem(os.path.join(args.dir, "root.pem"), root)
+        # An intermediates pool of 2,000 in one PEM file, the one needed last.
+        decoy_key = new_key()
+        decoys = [issue(f"Pool Decoy CA {i}", root, ca=True, key=decoy_key) for i in range(1999)]
+        write_pem(os.path.join(args.dir, "pool.pem"), *decoys, inter)
 
         servers = {
             "full": TLSServer(leaf, [inter]),
@@ -84,6 +89,7 @@ def main() -> int:
         info = {name: server.port for name, server in servers.items()}
         info["aia"] = aia.port
         info["root"] = os.path.join(args.dir, "root.pem")
+        info["pool"] = os.path.join(args.dir, "pool.pem")
         print(json.dumps(info), flush=True)
         sys.stdin.read()  # serve until the parent closes our stdin
         for server in servers.values():

@@ -70,6 +70,16 @@ def test_fields_match_cryptography(der):
     assert ours.ca_issuers == urls
     assert ours.subject == cert.subject.public_bytes()
     assert ours.issuer == cert.issuer.public_bytes()
+    try:
+        ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+    except x509.ExtensionNotFound:
+        ski = None
+    try:
+        aki = cert.extensions.get_extension_for_class(
+            x509.AuthorityKeyIdentifier).value.key_identifier
+    except x509.ExtensionNotFound:
+        aki = None
+    assert (ours.subject_key_id, ours.authority_key_id) == (ski, aki)
 
 
 def test_unusual_names_print_like_cryptography(root):

@@ -435,3 +435,53 @@ def test_enable_on_a_truststore_context_really_chases(make_chain, server, root_f
     aia_ext.clear_cache()
     with pytest.raises(urllib.error.URLError, match="unable to get local issuer"):
         urllib.request.urlopen(srv.url, context=ctx, timeout=30)
+
+
+def test_a_pool_of_two_thousand_is_loaded_whole_and_indexed(make_chain, server, root, root_file,
+                                                             aia, tmp_path):
+    """Issue 14, 5: a pool file was cut at 16 certificates, and searched linearly."""
+    from aia_ext._private.testing import new_key
+
+    chain = make_chain(serve=False)
+    shared_key = new_key()  # cheap decoys: distinct names, one key
+    decoys = [issue(f"Decoy CA {i}", root, ca=True, key=shared_key) for i in range(1999)]
+    pool_file = write_pem(tmp_path / "pool.pem", *decoys, chain.intermediates[0])
+    ctx = aia_ext.create_default_context(cafile=root_file, intermediates=pool_file)
+    from aia_ext._private.engines import enabled_engine
+
+    pool = enabled_engine(ctx).options_of(ctx).intermediates  # type: ignore[union-attr]
+    assert len(pool) == 2000
+    assert [c.der for c in pool.issuers_of(_parsed(chain.leaf.der))] == \
+        [chain.intermediates[0].der]
+    assert verify_code(ctx, server(chain.leaf)) == 0
+    assert fetches_of(aia, chain) == 0
+
+
+def _parsed(der: bytes):
+    from aia_ext._private.der import parse_certificate
+
+    return parse_certificate(der)
+
+
+def test_a_pool_over_the_cap_is_a_clear_error(root, tmp_path, monkeypatch):
+    from aia_ext._private import options
+
+    monkeypatch.setattr(options, "MAX_INTERMEDIATES", 5)
+    inter = issue("Pool CA", root, ca=True)
+    pool_file = write_pem(tmp_path / "pool.pem", *([inter] * 6))
+    with pytest.raises(ValueError, match=r"intermediates: more than 5 certificates .*pool\.pem"):
+        aia_ext.create_default_context(intermediates=pool_file)
+
+
+def test_the_pool_prefers_the_key_the_child_names(root, root_file, server, aia, tmp_path):
+    """Two CAs with one name and two keys (a re-keyed CA): the one whose key identifier
+    the leaf names is the one handed to the verifier."""
+    from aia_ext._private.options import make_options
+
+    old = issue("Re-keyed CA", root, ca=True)
+    new = issue("Re-keyed CA", root, ca=True)
+    leaf = issue("localhost", new, dns=["localhost"])
+    pool = make_options({"intermediates": [old.der, new.der]}).intermediates
+    assert [c.der for c in pool.issuers_of(_parsed(leaf.der))] == [new.der]
+    ctx = aia_ext.create_default_context(cafile=root_file, intermediates=[old.der, new.der])
+    assert verify_code(ctx, server(leaf)) == 0

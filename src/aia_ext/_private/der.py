@@ -1,8 +1,9 @@
 """Just enough ASN.1 to chase issuers: read a certificate's names, notAfter and caIssuers.
 
-The handshake path needs four fields of a certificate (RFC 5280 section
-4.1): issuer, subject, notAfter and the caIssuers URIs of the Authority
-Information Access extension (section 4.2.2.1).  Reading them here instead of
+The handshake path needs a few fields of a certificate (RFC 5280 section
+4.1): issuer, subject, notAfter, the caIssuers URIs of the Authority
+Information Access extension (section 4.2.2.1) and the key identifiers
+(sections 4.2.1.1 and 4.2.1.2) that index the intermediates pool.  Reading them here instead of
 through cryptography keeps cryptography's ~50 ms import off the first
 handshake that needs a fetch; OpenSSL parses every certificate fully before
 it is used (aia_ext_x509_new), and verification is OpenSSL's alone.
@@ -27,6 +28,9 @@ _UTC_TIME, _GENERALIZED_TIME = 0x17, 0x18
 # id-pe-authorityInfoAccess (1.3.6.1.5.5.7.1.1) and id-ad-caIssuers (1.3.6.1.5.5.7.48.2)
 _AIA = bytes.fromhex("2b06010505070101")
 _CA_ISSUERS = bytes.fromhex("2b06010505073002")
+# id-ce-subjectKeyIdentifier (2.5.29.14), id-ce-authorityKeyIdentifier (2.5.29.35)
+_SKI, _AKI = bytes.fromhex("551d0e"), bytes.fromhex("551d23")
+_CONTEXT_0_PRIMITIVE = 0x80
 
 
 class DERError(ValueError):
@@ -96,6 +100,8 @@ class ParsedCertificate(NamedTuple):
     subject: bytes  # the subject Name, DER
     not_after: float  # POSIX time
     ca_issuers: tuple[str, ...]
+    subject_key_id: bytes | None = None  # RFC 5280 4.2.1.2
+    authority_key_id: bytes | None = None  # its keyIdentifier, RFC 5280 4.2.1.1
 
     @property
     def subject_text(self) -> str:
@@ -136,35 +142,59 @@ def _days_from_civil(year: int, month: int, day: int) -> int:
     return era * 146097 + day_of_era - 719468
 
 
-def _ca_issuers(buf: bytes, start: int, end: int) -> tuple[str, ...]:
-    """The caIssuers URIs from the content of the [3] extensions element."""
+class _Extensions(NamedTuple):
+    ca_issuers: tuple[str, ...]
+    subject_key_id: bytes | None
+    authority_key_id: bytes | None
+
+
+def _extensions(buf: bytes, start: int, end: int) -> _Extensions:
+    """caIssuers URIs and key identifiers from the content of the [3] extensions element."""
     (_, tag, seq_start, seq_end), *rest = children(buf, start, end, 3) or [(0, 0, 0, 0)]
     if tag != _SEQUENCE or rest:
         raise DERError("extensions are not one SEQUENCE")
+    urls: tuple[str, ...] = ()
+    ski = aki = None
     for _, ext_tag, ext_start, ext_end in children(buf, seq_start, seq_end, 4):
         if ext_tag != _SEQUENCE:
             raise DERError("extension is not a SEQUENCE")
         fields = children(buf, ext_start, ext_end, 5, limit=3)
-        if not fields or fields[0][1] != _OID or buf[fields[0][2] : fields[0][3]] != _AIA:
+        if not fields or fields[0][1] != _OID:
             continue
+        oid = buf[fields[0][2] : fields[0][3]]
         value = fields[-1]
+        if oid not in (_AIA, _SKI, _AKI):
+            continue
         if value[1] != _OCTETS:
-            raise DERError("AIA extension value is not an OCTET STRING")
+            raise DERError("extension value is not an OCTET STRING")
         inner = element(buf, value[2], value[3], 6)
-        if inner[0] != _SEQUENCE or inner[3] != value[3]:
-            raise DERError("AIA is not one SEQUENCE")
-        urls = []
-        for _, ad_tag, ad_start, ad_end in children(buf, inner[1], inner[2], 7):
-            if ad_tag != _SEQUENCE:
-                raise DERError("AccessDescription is not a SEQUENCE")
-            pair = children(buf, ad_start, ad_end, 8, limit=2)
-            if len(pair) != 2 or pair[0][1] != _OID:
-                raise DERError("bad AccessDescription")
-            method, location = pair
-            if buf[method[2] : method[3]] == _CA_ISSUERS and location[1] == _URI:
-                urls.append(buf[location[2] : location[3]].decode("latin-1"))
-        return tuple(urls)
-    return ()
+        if inner[3] != value[3]:
+            raise DERError("extension value is not one element")
+        if oid == _SKI:
+            # SubjectKeyIdentifier ::= KeyIdentifier (OCTET STRING), RFC 5280 4.2.1.2
+            if inner[0] == _OCTETS:
+                ski = buf[inner[1] : inner[2]]
+        elif oid == _AKI:
+            # AuthorityKeyIdentifier ::= SEQUENCE { keyIdentifier [0] IMPLICIT ... }
+            if inner[0] == _SEQUENCE:
+                parts = children(buf, inner[1], inner[2], 7, limit=3)
+                if parts and parts[0][1] == _CONTEXT_0_PRIMITIVE:
+                    aki = buf[parts[0][2] : parts[0][3]]
+        else:
+            if inner[0] != _SEQUENCE:
+                raise DERError("AIA is not one SEQUENCE")
+            found = []
+            for _, ad_tag, ad_start, ad_end in children(buf, inner[1], inner[2], 7):
+                if ad_tag != _SEQUENCE:
+                    raise DERError("AccessDescription is not a SEQUENCE")
+                pair = children(buf, ad_start, ad_end, 8, limit=2)
+                if len(pair) != 2 or pair[0][1] != _OID:
+                    raise DERError("bad AccessDescription")
+                method, location = pair
+                if buf[method[2] : method[3]] == _CA_ISSUERS and location[1] == _URI:
+                    found.append(buf[location[2] : location[3]].decode("latin-1"))
+            urls = tuple(found)
+    return _Extensions(urls, ski, aki)
 
 
 def parse_certificate(der: bytes) -> ParsedCertificate:
@@ -191,12 +221,13 @@ def parse_certificate(der: bytes) -> ParsedCertificate:
     if len(times) != 2:
         raise DERError("bad Validity")
     not_after = _time(der, times[1][1], times[1][2], times[1][3])
-    urls: tuple[str, ...] = ()
+    extensions = _Extensions((), None, None)
     for _, field_tag, field_start, field_end in fields[6:]:
         if field_tag == _CONTEXT_3:
-            urls = _ca_issuers(der, field_start, field_end)
+            extensions = _extensions(der, field_start, field_end)
     return ParsedCertificate(der, der[issuer[0] : issuer[3]], der[subject[0] : subject[3]],
-                             not_after, urls)
+                             not_after, extensions.ca_issuers, extensions.subject_key_id,
+                             extensions.authority_key_id)
 
 
 # ---- Names, for matching and for people ----------------------------------
@@ -295,6 +326,14 @@ def _canonical(name_der: bytes) -> tuple[tuple[tuple[bytes, str], ...], ...]:
             atoms.append((oid, key))
         out.append(tuple(sorted(atoms)))
     return tuple(out)
+
+
+def name_key(name_der: bytes) -> object:
+    """A hashable key under which equal names (as ``names_match`` decides) meet."""
+    try:
+        return _canonical(name_der)
+    except DERError:
+        return name_der
 
 
 def names_match(a: bytes, b: bytes) -> bool:

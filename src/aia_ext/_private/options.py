@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Callable, TypedDict, TypeVar, Union
 
+from .pool import EMPTY, IntermediatesPool
+
 if TYPE_CHECKING:
     from .der import ParsedCertificate
 
@@ -86,7 +88,7 @@ class Options:
     allow_private: bool = True
     url_filter: UrlFilter | None = None
     fetcher: Fetcher | None = None
-    intermediates: tuple[ParsedCertificate, ...] = ()
+    intermediates: IntermediatesPool = EMPTY
     cache_dir: str | None = None
 
 
@@ -190,7 +192,7 @@ def make_options(given: Mapping[str, Any]) -> Options:
     return Options(**checked) if checked else DEFAULT
 
 
-def _load_intermediates(value: Any) -> tuple[ParsedCertificate, ...]:
+def _load_intermediates(value: Any) -> IntermediatesPool:
     """A path, PEM/DER/PKCS#7 bytes, or a list of those -> parsed certificates."""
     # The certificate reader is only needed when a pool is given: kept off
     # `import aia_ext` (docs/design.md, "Import time").
@@ -205,7 +207,10 @@ def _load_intermediates(value: Any) -> tuple[ParsedCertificate, ...]:
             where = os.fspath(item)
             try:
                 with open(where, "rb") as f:
-                    data = f.read(MAX_INTERMEDIATES_FILE)
+                    data = f.read(MAX_INTERMEDIATES_FILE + 1)
+                if len(data) > MAX_INTERMEDIATES_FILE:
+                    raise ValueError(f"intermediates: {where} is larger than "
+                                     f"{MAX_INTERMEDIATES_FILE} bytes")
             except OSError as exc:
                 raise ValueError(f"intermediates: cannot read {where}: "
                                  f"{exc.strerror or exc}") from None
@@ -219,7 +224,7 @@ def _load_intermediates(value: Any) -> tuple[ParsedCertificate, ...]:
         if len(certs) > MAX_INTERMEDIATES:
             raise ValueError(f"intermediates: more than {MAX_INTERMEDIATES} certificates "
                              f"(at {where}); split the pool or keep the ones you need")
-    return tuple(certs)
+    return IntermediatesPool(certs)
 
 
 def _check_cache_dir(value: Any, name: str = "cache_dir") -> str | None:

@@ -254,7 +254,7 @@ def _account_reverify(chase: Chase) -> None:
 def _from_pool(chase: Chase, child: ParsedCertificate, add: AddUntrusted) -> int:
     """Add issuers of ``child`` from the ``intermediates`` pool: no fetch needed."""
     added = 0
-    for cert in _issuer_candidates(child, chase.options.intermediates):
+    for cert in chase.options.intermediates.issuers_of(child):
         if add(cert.der) > 0:
             added += 1
             chase.added.append(Added(cert.subject_text, cert.issuer_text, "",
