@@ -1,4 +1,4 @@
-"""Fail if a built wheel contains an OpenSSL library or is not abi3.
+"""Fail if a built wheel contains an OpenSSL library, is not abi3, or lacks the inject hook.
 
     python .ci/check_wheel.py DIR_OR_WHEEL...
 
@@ -26,6 +26,8 @@ def check(wheel: pathlib.Path) -> list[str]:
         problems.append(f"{wheel.name}: bundles OpenSSL: {', '.join(bundled)}")
     if not any(n.startswith("aia_ext/_native") for n in names):
         problems.append(f"{wheel.name}: has no aia_ext/_native extension")
+    if "aia_ext-inject.pth" not in names:  # AIA_EXT_INJECT=1 needs it in site-packages
+        problems.append(f"{wheel.name}: has no aia_ext-inject.pth at its top level")
     if "-cp39-abi3-" not in wheel.name:
         problems.append(f"{wheel.name}: not an abi3 (cp39-abi3) wheel")
     return problems
@@ -42,7 +44,7 @@ def main(paths: list[str]) -> int:
     for problem in problems:
         print(f"check_wheel: {problem}", file=sys.stderr)
     if not problems:
-        print(f"check_wheel: {len(wheels)} wheel(s) OK: abi3, no OpenSSL inside")
+        print(f"check_wheel: {len(wheels)} wheel(s) OK: abi3, no OpenSSL inside, inject hook")
     return 1 if problems else 0
 
 

@@ -158,7 +158,7 @@ def _key(tmp_path, cert) -> str:
     return str(path)  # str: PyPy's ssl takes no Path
 
 
-def _pip_download(index_url: str, dest, root_file: str, pythonpath: str | None):
+def _pip_download(index_url: str, dest, root_file: str, pythonpath: str | None, **extra: str):
     # No inherited trust settings: requests lets REQUESTS_CA_BUNDLE or
     # CURL_CA_BUNDLE override pip's own --cert, and machines often set them.
     env = {k: v for k, v in os.environ.items()
@@ -170,6 +170,7 @@ def _pip_download(index_url: str, dest, root_file: str, pythonpath: str | None):
                PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1")
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
+    env.update(extra)
     return subprocess.run(
         [sys.executable, "-m", "pip", "download", "--no-deps", "--no-cache-dir", "--retries",
          "0", "--timeout", "20", "--index-url", index_url, "-d", str(dest),
@@ -188,6 +189,40 @@ def test_pip_download_fails_plainly_and_succeeds_injected(package_index, root_fi
     site.mkdir()
     (site / "sitecustomize.py").write_text("import aia_ext\naia_ext.inject_into_ssl()\n")
     injected = _pip_download(index_url, tmp_path / "injected", root_file, str(site))
+    assert injected.returncode == 0, injected.stdout + injected.stderr
+    assert (tmp_path / "injected" / filename).exists()
+    assert fetches_of(aia, chain) == 1
+
+
+@pytest.fixture
+def inject_hook():
+    """The AIA_EXT_INJECT .pth in this interpreter's site-packages, as the wheel installs it.
+
+    An editable or source checkout has none: the test puts the source file there
+    for its duration (and removes it), so that pip's interpreter starts with it.
+    """
+    import pathlib
+    import sysconfig
+
+    installed = pathlib.Path(sysconfig.get_paths()["purelib"]) / "aia_ext-inject.pth"
+    if installed.exists():
+        yield installed
+        return
+    source = pathlib.Path(__file__).resolve().parent.parent / "src" / "aia_ext-inject.pth"
+    installed.write_text(source.read_text())
+    try:
+        yield installed
+    finally:
+        installed.unlink()
+
+
+def test_pip_download_with_aia_ext_inject(package_index, root_file, tmp_path, aia, inject_hook):
+    """Issue 14, 7: one-step activation, no file to write: AIA_EXT_INJECT=1 pip ..."""
+    index_url, filename, chain = package_index
+    plain = _pip_download(index_url, tmp_path / "plain", root_file, None)
+    assert plain.returncode != 0 and "CERTIFICATE_VERIFY_FAILED" in plain.stdout + plain.stderr
+    injected = _pip_download(index_url, tmp_path / "injected", root_file, None,
+                             AIA_EXT_INJECT="1")
     assert injected.returncode == 0, injected.stdout + injected.stderr
     assert (tmp_path / "injected" / filename).exists()
     assert fetches_of(aia, chain) == 1

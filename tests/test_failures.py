@@ -161,3 +161,28 @@ def test_the_explanation_sentence_is_escaped():
     report = Report(False, 20, "unable", (), (FailedAttempt("http://u/\n", "CN=z", "timeout"),),
                     (), 1, 0.0)
     assert "\n" not in explain(report)
+
+
+def test_without_logging_configured_nothing_reaches_stderr(make_chain, server, root_file):
+    """Issue 14, 4: the WARNING went to every application's stderr (logging's last resort)."""
+    chain = make_chain(issuer_root=issue("a root nobody trusts", ca=True))
+    srv = server(chain.leaf)
+    code = (f"import socket, ssl, aia_ext\n"
+            f"ctx = aia_ext.create_default_context(cafile={root_file!r})\n"
+            f"raw = socket.create_connection(('127.0.0.1', {srv.port}))\n"
+            f"try:\n    ctx.wrap_socket(raw, server_hostname='localhost')\n"
+            f"except ssl.SSLCertVerificationError as exc:\n    print(exc.verify_code)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60, env=dict(os.environ))
+    assert result.stdout.strip() == "20" and result.stderr == ""
+
+
+def test_the_cli_renders_a_failure_once(make_chain, server, root_file):
+    chain = make_chain(issuer_root=issue("a root nobody trusts", ca=True))
+    srv = server(chain.leaf)
+    result = subprocess.run([sys.executable, "-m", "aia_ext", "check",
+                             f"https://localhost:{srv.port}/", "--cafile", root_file],
+                            capture_output=True, text=True, timeout=60, env=dict(os.environ))
+    assert result.returncode == 1
+    assert result.stderr == ""  # no logging line besides the rendering
+    assert result.stdout.count("DOES NOT VERIFY") == 1

@@ -50,6 +50,7 @@ class OptionsKwargs(TypedDict, total=False):
     allow_private: bool
     url_filter: UrlFilter | None
     fetcher: Fetcher | None
+    fetch_on_event_loop: bool
     intermediates: IntermediatesSource
     cache_dir: str | os.PathLike[str] | None
 
@@ -74,6 +75,8 @@ class Options:
     :ivar allow_private: connect to loopback and private addresses (internal CAs).
     :ivar url_filter: ``url -> bool``; False refuses the URL and every redirect hop.
     :ivar fetcher: ``(url, timeout) -> bytes`` replacing the built-in HTTP client.
+    :ivar fetch_on_event_loop: allow network fetches on a thread running an asyncio
+        event loop (False: only the pool and the caches there).
     :ivar intermediates: known intermediates, untrusted, tried before any fetch.
     :ivar cache_dir: directory of the opt-in disk cache (None: memory only).
     """
@@ -88,6 +91,7 @@ class Options:
     allow_private: bool = True
     url_filter: UrlFilter | None = None
     fetcher: Fetcher | None = None
+    fetch_on_event_loop: bool = True
     intermediates: IntermediatesPool = EMPTY
     cache_dir: str | None = None
 
@@ -108,6 +112,8 @@ HELP = """
     - ``allow_private`` (True): connect to loopback and private addresses;
     - ``url_filter`` (None): ``url -> bool``; False refuses the URL and its redirects;
     - ``fetcher`` (None): ``(url, timeout) -> bytes``, replacing the HTTP client;
+    - ``fetch_on_event_loop`` (True): False keeps network fetches off a thread that runs
+      an asyncio event loop (pool and caches only there; see ``aprefetch()``);
     - ``intermediates`` (()): path, PEM/DER/PKCS#7 bytes or a list of those: known
       intermediates, untrusted, tried before any fetch;
     - ``cache_dir`` (None, or ``AIA_EXT_CACHE_DIR``): the opt-in disk cache.
@@ -129,7 +135,7 @@ _INT_RANGES = {
     "max_urls_per_cert": (1, 20),
     "max_redirects": (0, 10),
 }
-_BOOLS = ("allow_https", "allow_private")
+_BOOLS = ("allow_https", "allow_private", "fetch_on_event_loop")
 _CALLABLES = ("url_filter", "fetcher")
 NAMES = frozenset(f.name for f in fields(Options))
 #: Bytes read from one ``intermediates`` file at most (a Mozilla-size preload

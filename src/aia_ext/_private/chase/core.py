@@ -17,6 +17,7 @@ import functools
 import itertools
 import logging
 import os
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -225,14 +226,47 @@ def _lookup(chase: Chase, url: str, child: ParsedCertificate) -> tuple[CacheEntr
             diskcache.discard(chase.options.cache_dir, url)
     if chase.fetches >= chase.options.max_fetches:
         return None, f"fetch limit reached ({chase.options.max_fetches} per verification)"
+    on_loop = _on_event_loop()
+    if on_loop and not chase.options.fetch_on_event_loop:
+        return None, ("refused on the event loop's thread (fetch_on_event_loop=False; "
+                      "aia_ext.aprefetch() fetches off the loop)")
     left = chase.deadline_at - time.monotonic()
     if left <= 0:
         return None, "deadline reached"
     chase.fetches += 1
+    started = time.monotonic()
     entry, _fetched_here = cache.get_or_fetch(
         url, lambda: _network_entry(url, chase.options, chase.deadline_at), left
     )
+    if on_loop:
+        _warn_loop_blocked(url, (time.monotonic() - started) * 1000)
     return entry, "network"
+
+
+def _on_event_loop() -> bool:
+    """Whether this thread runs an asyncio event loop (whose every task now waits)."""
+    asyncio = sys.modules.get("asyncio")  # not imported: no loop anywhere
+    if asyncio is None:
+        return False
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+_loop_warned = threading.Event()
+
+
+def _warn_loop_blocked(url: str, elapsed_ms: float) -> None:
+    """Once per process: a fetch stalled an event loop (issue 14: it did so silently)."""
+    if _loop_warned.is_set():
+        return
+    _loop_warned.set()
+    log.warning("aia_ext fetched %s on an asyncio event loop's thread, blocking the loop for "
+                "%.0f ms; call aia_ext.aprefetch() before connecting, or pass "
+                "fetch_on_event_loop=False to keep fetches off the loop (shown once)",
+                escape(url), elapsed_ms)
 
 
 def on_missing_issuer(

@@ -1,0 +1,82 @@
+"""One-step activation: AIA_EXT_INJECT=1 and the .pth hook the wheel installs.
+
+Real interpreters are started for each case; the hook is the installed one where
+the wheel installed it (CI), else the source file in a site directory of the test's.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+import sys
+import sysconfig
+import time
+
+import pytest
+
+HOOK = "aia_ext-inject.pth"
+SOURCE = pathlib.Path(__file__).resolve().parent.parent / "src" / HOOK
+
+
+def _site_dir(tmp_path: pathlib.Path) -> str | None:
+    """None when the hook is installed in site-packages; else a directory holding it."""
+    if (pathlib.Path(sysconfig.get_paths()["purelib"]) / HOOK).exists():
+        return None
+    directory = tmp_path / "site"
+    directory.mkdir()
+    (directory / HOOK).write_text(SOURCE.read_text())
+    return str(directory)
+
+
+def _python(code: str, tmp_path: pathlib.Path, **env: str) -> subprocess.CompletedProcess[str]:
+    site_dir = _site_dir(tmp_path)
+    prelude = "" if site_dir is None else f"import site; site.addsitedir({site_dir!r}); "
+    environment = {k: v for k, v in os.environ.items() if k != "AIA_EXT_INJECT"}
+    environment.update(env)
+    return subprocess.run([sys.executable, "-c", prelude + code], capture_output=True,
+                          text=True, env=environment, timeout=60)
+
+
+@pytest.mark.engine_agnostic
+def test_unset_the_hook_imports_nothing(tmp_path):
+    result = _python("import sys; print('ssl' in sys.modules, 'aia_ext' in sys.modules)",
+                     tmp_path)
+    assert result.stdout.split() == ["False", "False"], result.stderr
+
+
+@pytest.mark.engine_agnostic
+@pytest.mark.parametrize("value", ["", "0"])
+def test_off_values_import_nothing(value, tmp_path):
+    result = _python("import sys; print('aia_ext' in sys.modules)", tmp_path,
+                     AIA_EXT_INJECT=value)
+    assert result.stdout.strip() == "False", result.stderr
+
+
+def test_set_it_injects_before_any_code_runs(tmp_path, engine):
+    result = _python("import aia_ext, ssl; ctx = ssl.create_default_context(); "
+                     "print(aia_ext.is_injected(), aia_ext.is_enabled(ctx))",
+                     tmp_path, AIA_EXT_INJECT="1")
+    assert result.stdout.split() == ["True", "True"], result.stderr
+    assert result.stderr == ""
+
+
+@pytest.mark.engine_agnostic
+def test_a_failed_injection_is_one_line_not_a_failed_start(tmp_path):
+    result = _python("print('started')", tmp_path, AIA_EXT_INJECT="1",
+                     AIA_EXT_ENGINE="bogus")
+    assert result.returncode == 0 and result.stdout.strip() == "started"
+    assert result.stderr.count("\n") == 1
+    assert "AIA_EXT_INJECT is set, but injection failed: AIA_EXT_ENGINE" in result.stderr
+
+
+@pytest.mark.engine_agnostic
+def test_the_hook_costs_under_a_millisecond(monkeypatch):
+    monkeypatch.delenv("AIA_EXT_INJECT", raising=False)
+    line = SOURCE.read_text().strip()
+    namespace: dict[str, object] = {}
+    started = time.perf_counter()
+    for _ in range(1000):
+        exec(line, namespace)  # what site does with the .pth line, AIA_EXT_INJECT unset
+    per_start = (time.perf_counter() - started) / 1000
+    assert per_start < 0.001, per_start
