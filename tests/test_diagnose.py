@@ -155,10 +155,13 @@ def test_check_leaf_only_server_exits_3_and_writes_the_fix(make_chain, server, r
         plain.wrap_socket(raw, server_hostname="localhost").close()
 
 
-def test_check_untrusted_root_exits_1(make_chain, server, tmp_path):
-    chain = make_chain()
+def test_check_untrusted_root_exits_1(server, root, tmp_path):
     other = write_pem(tmp_path / "other.pem", issue("unrelated root", ca=True))
-    code, out = check(f"https://localhost:{server(chain.leaf).port}/", "--cafile", other)
+    # The whole chain is served and names no caIssuers URL: nothing to fetch,
+    # so nothing could change the answer.
+    inter = issue("Intermediate", root, ca=True)
+    srv = server(issue("localhost", inter, dns=["localhost"]), [inter])
+    code, out = check(f"https://localhost:{srv.port}/", "--cafile", other)
     assert code == 1, out
     assert "DOES NOT VERIFY" in out and "verify error 20" in out
 
@@ -182,10 +185,13 @@ def test_check_json_validates_against_the_schema(make_chain, server, root_file):
     assert [c["origin"] for c in doc["verified_chain"]] == ["served", "fetched", "trusted"]
     assert doc["fetched"][0]["url"] == chain.urls[0]
     assert doc["missing"] == ["issuer of CN=localhost"]
-    code, out = check(f"https://localhost:{srv.port}/", "--json")  # no trust: invalid
+    # No trust in the root, whose caIssuers URL answers 404: the answer could change.
+    code, out = check(f"https://localhost:{srv.port}/", "--json")
     doc = json.loads(out)
     jsonschema.validate(doc, SCHEMA)
-    assert doc["verdict"] == "invalid" and doc["fixed_chain_pem"] is None
+    assert doc["verdict"] == "inconclusive" and doc["fixed_chain_pem"] is None
+    assert code == doc["exit_code"] == 4
+    assert [f["code"] for f in doc["findings"]] == ["aia-unreachable", "verify-error"]
 
 
 def _closed_port() -> int:
@@ -195,11 +201,10 @@ def _closed_port() -> int:
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["/nonexistent/leaf.pem"], "is not an https:// URL, host[:port] or certificate file"),
+    (["/nonexistent/leaf.pem"], "no such file, and not an https:// URL or host[:port]"),
     (["{tmp}"], "cannot read"),
     (["{text}"], "holds no readable certificate"),
     (["{leaf}", "--at", "yesterday"], "--at: 'yesterday' is not an ISO 8601"),
-    (["127.0.0.1:{closed}"], "cannot reach 127.0.0.1"),
     (["https://localhost:99999/"], "bad port"),
     (["{leaf}", "--timeout", "-1"], "timeout must be"),
 ])
@@ -215,6 +220,15 @@ def test_check_usage_errors_exit_2_in_one_line(argv, message, tmp_path, root):
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("aia-ext: error: ") and message in lines[0]
+
+
+def test_check_a_closed_port_is_unreachable_exit_5():
+    result = subprocess.run(
+        [sys.executable, "-m", "aia_ext", "check", f"127.0.0.1:{_closed_port()}"],
+        capture_output=True, text=True, timeout=60)
+    assert result.returncode == 5, result
+    assert result.stdout == ""
+    assert result.stderr.startswith("aia-ext: unreachable: cannot reach 127.0.0.1:")
 
 
 def test_diagnose_api_on_bytes_with_at(make_chain, root_file, root):

@@ -183,6 +183,6 @@ def test_the_cli_renders_a_failure_once(make_chain, server, root_file):
     result = subprocess.run([sys.executable, "-m", "aia_ext", "check",
                              f"https://localhost:{srv.port}/", "--cafile", root_file],
                             capture_output=True, text=True, timeout=60, env=dict(os.environ))
-    assert result.returncode == 1
+    assert result.returncode == 4  # inconclusive: the root's caIssuers URL answers 404
     assert result.stderr == ""  # no logging line besides the rendering
-    assert result.stdout.count("DOES NOT VERIFY") == 1
+    assert result.stdout.count("Verdict: INCONCLUSIVE") == 1

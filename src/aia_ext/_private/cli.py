@@ -1,13 +1,11 @@
-"""The ``aia-ext`` command line: ``check`` (diagnosis) and ``demo``.
+"""The ``aia-ext`` command line: ``check`` (diagnosis, one target or a fleet) and ``demo``.
 
-Exit codes of ``check`` (stable, documented in docs/diagnosis.md):
-
-- 0: verified, and the server sent a complete chain;
-- 3: verified only because missing intermediates were fetched: the server is
-  misconfigured, and ``--pem`` writes what it should send;
-- 1: does not verify, even with AIA;
-- 2: usage or input error (unreadable file, not a certificate, bad date,
-  unreachable host), reported in one line without a traceback.
+Exit codes of ``check`` (stable, documented in docs/diagnosis.md), from the
+verdicts of findings.py: 0 ok, 3 incomplete, 1 invalid, 4 inconclusive, 5
+unreachable, 2 usage or input error, 130 interrupted, 141 when the reader of
+standard output went away (quietly).  With several targets,
+the exit code is the worst target's (error > invalid > unreachable >
+inconclusive > incomplete > ok).
 """
 
 from __future__ import annotations
@@ -16,20 +14,30 @@ import argparse
 import datetime
 import json
 import logging
+import os
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import TYPE_CHECKING, Any, TextIO
 
-from .errors import AIAError
-from .x509_codes import MISSING_ISSUER
+from . import findings
+from .errors import AIAError, DiagnosisError, TargetUnreachable
+from .logtext import escape
 
 if TYPE_CHECKING:
+    import ssl
     from collections.abc import Sequence
 
     from .diagnose import CertificateInfo, Diagnosis
 
-EXIT_COMPLETE, EXIT_INVALID, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
+EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
-SCHEMA_ID = "https://aia-ext.invalid/schemas/diagnosis-1.json"
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a reader that went away
+SCHEMA_VERSION = 2
+SCHEMA_ID = f"https://aia-ext.invalid/schemas/diagnosis-{SCHEMA_VERSION}.json"
+#: Concurrent checks by default: checking is I/O-bound.
+DEFAULT_JOBS = 8
+MAX_JOBS = 256
 
 
 class _Usage(Exception):
@@ -37,9 +45,7 @@ class _Usage(Exception):
 
 
 def exit_code(diagnosis: Diagnosis) -> int:
-    if not diagnosis.verified:
-        return EXIT_INVALID
-    return EXIT_INCOMPLETE if diagnosis.chain_was_incomplete else EXIT_COMPLETE
+    return findings.EXIT_CODES[findings.verdict_of(diagnosis)]
 
 
 def _cert_json(cert: CertificateInfo) -> dict[str, Any]:
@@ -63,22 +69,23 @@ def _origins(diagnosis: Diagnosis) -> list[str]:
 
 
 def to_json(diagnosis: Diagnosis) -> dict[str, Any]:
-    """The Diagnosis as the JSON object of schema diagnosis-1 (see diagnosis.schema.json)."""
-    verdict = {EXIT_COMPLETE: "complete", EXIT_INCOMPLETE: "incomplete",
-               EXIT_INVALID: "invalid"}[exit_code(diagnosis)]
+    """The Diagnosis as a JSON object of schema diagnosis-2 (diagnosis.schema.json)."""
+    verdict = findings.verdict_of(diagnosis)
     verified_chain = [dict(_cert_json(c), origin=o)
                       for c, o in zip(diagnosis.verified_chain, _origins(diagnosis))]
     return {
         "$schema": SCHEMA_ID,
-        "schema_version": 1,
+        "schema_version": SCHEMA_VERSION,
         "target": diagnosis.target,
         "hostname": diagnosis.hostname,
         "at": diagnosis.at,
         "verdict": verdict,
-        "exit_code": exit_code(diagnosis),
+        "exit_code": findings.EXIT_CODES[verdict],
+        "findings": [findings.to_json(f) for f in findings.findings_of(diagnosis)],
         "verified": diagnosis.verified,
         "verify_code": diagnosis.verify_code,
         "verify_message": diagnosis.verify_message,
+        "verify_depth": diagnosis.verify_depth,
         "chain_was_incomplete": diagnosis.chain_was_incomplete,
         "served_chain": [_cert_json(c) for c in diagnosis.served_chain],
         "missing": list(diagnosis.missing),
@@ -92,34 +99,46 @@ def to_json(diagnosis: Diagnosis) -> dict[str, Any]:
     }
 
 
+def error_json(target: str, verdict: str, message: str) -> dict[str, Any]:
+    """A target that gave no diagnosis (unreachable, or bad input), as a JSON object."""
+    return {"$schema": SCHEMA_ID, "schema_version": SCHEMA_VERSION, "target": target,
+            "verdict": verdict, "exit_code": findings.EXIT_CODES[verdict], "error": message,
+            "findings": []}
+
+
 def render(diagnosis: Diagnosis, out: TextIO, pem_path: str | None) -> None:
-    """The human-readable tree and verdict."""
+    """The human-readable tree, verdict and findings (certificate text escaped)."""
     say = out.write
-    host = f" (hostname {diagnosis.hostname})" if diagnosis.hostname else ""
+    host = f" (hostname {escape(diagnosis.hostname)})" if diagnosis.hostname else ""
     when = f" at {diagnosis.at}" if diagnosis.at else ""
-    say(f"aia-ext check {diagnosis.target}{host}{when}\n\n")
+    say(f"aia-ext check {escape(diagnosis.target)}{host}{when}\n\n")
     fetched_from = {f.subject: f for f in diagnosis.added}
     if diagnosis.verified:
         for depth, (cert, origin) in enumerate(zip(diagnosis.verified_chain,
                                                    _origins(diagnosis))):
             indent = "  " + "   " * depth
-            say(f"{indent}[{origin}] {cert.subject}\n")
+            say(f"{indent}[{origin}] {escape(cert.subject)}\n")
             source = fetched_from.get(cert.subject)
             if origin == "fetched" and source is not None:
-                say(f"{indent}    from {source.url} ({source.source}, {source.nbytes} bytes)\n")
+                where = source.url or source.source
+                say(f"{indent}    from {escape(where)} ({source.source}, {source.nbytes} "
+                    "bytes)\n")
     else:
         for depth, cert in enumerate(diagnosis.served_chain):
-            say(f"  {'   ' * depth}[served] {cert.subject}  (issued by {cert.issuer})\n")
+            indent = "  " + "   " * depth
+            say(f"{indent}[served] {escape(cert.subject)}  (issued by {escape(cert.issuer)})\n")
+        indent = "  " + "   " * len(diagnosis.served_chain)
         for fetched in diagnosis.added:
-            say(f"  [fetched] {fetched.subject}\n      from {fetched.url}\n")
+            say(f"{indent}[fetched] {escape(fetched.subject)}\n{indent}    from "
+                f"{escape(fetched.url or fetched.source)}\n")
         for failed in diagnosis.failed:
             where = failed.url or failed.for_subject
-            say(f"  [no issuer] {where}: {failed.reason}\n")
+            say(f"{indent}[no issuer] {escape(where)}: {escape(failed.reason)}\n")
     say("\n")
-    code = exit_code(diagnosis)
-    if code == EXIT_COMPLETE:
+    verdict = findings.verdict_of(diagnosis)
+    if verdict == "ok":
         say("Verdict: OK, the chain verifies and the server sends all of it.\n")
-    elif code == EXIT_INCOMPLETE:
+    elif verdict == "incomplete":
         count = sum(1 for o in _origins(diagnosis) if o == "fetched")
         say(f"Verdict: VERIFIES ONLY WITH AIA: the chain lacks {count} intermediate "
             "certificate(s); a browser would fetch them, Python's ssl fails.\n")
@@ -127,12 +146,18 @@ def render(diagnosis: Diagnosis, out: TextIO, pem_path: str | None) -> None:
                else "--pem FILE writes the fixed chain")
         say(f"Fix: configure the server to send the leaf followed by its intermediates "
             f"({fix}).\n")
+    elif verdict == "inconclusive":
+        say(f"Verdict: INCONCLUSIVE: does not verify (verify error {diagnosis.verify_code}, "
+            f"{diagnosis.verify_message}), and a caIssuers URL could not be fetched, so the "
+            "answer could change.\n")
     else:
         say(f"Verdict: DOES NOT VERIFY, even with AIA: verify error {diagnosis.verify_code} "
             f"({diagnosis.verify_message}).\n")
-        if diagnosis.verify_code in MISSING_ISSUER:
-            say("Fix: the issuer could not be found; check the trust store (--cafile) and "
-                "the caIssuers URLs above.\n")
+    found = findings.findings_of(diagnosis)
+    if found:
+        say("\nFindings:\n")
+        for finding in found:
+            say(findings.render_text(finding))
 
 
 def _parse_at(text: str) -> datetime.datetime:
@@ -144,28 +169,171 @@ def _parse_at(text: str) -> datetime.datetime:
     return value if value.tzinfo else value.replace(tzinfo=datetime.timezone.utc)
 
 
-def _check(args: argparse.Namespace, out: TextIO) -> int:
-    from .diagnose import diagnose  # cryptography: only for `check`
+def _check_options(args: argparse.Namespace) -> None:
+    """Option errors name the option and the path, before any target is tried."""
+    if args.cafile is not None:
+        if not os.path.exists(args.cafile):
+            raise _Usage(f"--cafile {args.cafile}: no such file")
+        if os.path.isdir(args.cafile):
+            raise _Usage(f"--cafile {args.cafile}: is a directory (use --capath)")
+    if args.capath is not None and not os.path.isdir(args.capath):
+        raise _Usage(f"--capath {args.capath}: no such directory")
+    for option, path in (("--cert", args.cert), ("--key", args.key)):
+        if path is not None and not os.path.isfile(path):
+            raise _Usage(f"{option} {path}: no such file")
+    if args.key is not None and args.cert is None:
+        raise _Usage("--key needs --cert")
+    if not 1 <= args.jobs <= MAX_JOBS:
+        raise _Usage(f"-j/--jobs must be between 1 and {MAX_JOBS}, got {args.jobs}")
+    if args.connect_timeout is not None and not 0 < args.connect_timeout <= 300:
+        raise _Usage(f"--connect-timeout must be > 0 and <= 300, got {args.connect_timeout}")
+
+
+def _context(args: argparse.Namespace) -> ssl.SSLContext:
+    """One verifying context for every target of the run."""
+    import ssl
+
+    from .api import create_default_context_with
+    from .options import make_options
 
     options: dict[str, Any] = {}
     if args.timeout is not None:
         options["timeout"] = args.timeout
         options["deadline"] = max(args.timeout, 10.0)
-    at = _parse_at(args.at) if args.at else None
-    diagnosis = diagnose(args.target, cafile=args.cafile, capath=args.capath,
-                         hostname=args.hostname, at=at, **options)
-    if args.pem and diagnosis.fixed_chain_pem is not None:
+    try:
+        return create_default_context_with(ssl.Purpose.SERVER_AUTH, args.cafile, args.capath,
+                                           None, make_options(options))
+    except ssl.SSLError as exc:
+        where = f"--cafile {args.cafile}" if args.cafile else f"--capath {args.capath}"
+        raise _Usage(f"{where}: no certificate could be loaded ({exc.reason or exc})") from None
+
+
+def _targets(args: argparse.Namespace) -> list[str]:
+    targets = list(args.target)
+    if args.targets is not None:
         try:
-            with open(args.pem, "w", encoding="ascii") as f:
+            stream = sys.stdin if args.targets == "-" else open(args.targets, encoding="utf-8")
+        except OSError as exc:
+            raise _Usage(f"--targets {args.targets}: {exc.strerror or exc}") from None
+        with stream:
+            for line in stream:
+                text = line.split("#", 1)[0].strip()
+                if text:
+                    targets.append(text)
+    if not targets:
+        raise _Usage("no target: give TARGET arguments or --targets FILE")
+    return targets
+
+
+class _Run:
+    """One ``aia-ext check`` run: options checked once, targets checked concurrently."""
+
+    def __init__(self, args: argparse.Namespace, out: TextIO) -> None:
+        self.args = args
+        self.out = out
+        self.at = _parse_at(args.at) if args.at else None
+        self.context = _context(args)
+        self.lock = threading.Lock()
+        self.done = 0
+
+    def check(self, target: str) -> tuple[str, Diagnosis | None, str]:
+        """(verdict, the diagnosis or None, the error message)."""
+        from .diagnose import diagnose  # cryptography: only for `check`
+
+        args = self.args
+        client = (args.cert, args.key) if args.cert else None
+        kwargs: dict[str, Any] = {"hostname": args.hostname, "at": self.at,
+                                  "connect_to": args.connect_to, "starttls": args.starttls,
+                                  "client_cert": client, "context": self.context}
+        if args.connect_timeout is not None:
+            kwargs["connect_timeout"] = args.connect_timeout
+        try:
+            diagnosis = diagnose(target, **kwargs)
+        except TargetUnreachable as exc:
+            if _names_a_file(target) and "cannot resolve" in str(exc):
+                # Meant as a file, surely: an input error, saying both.
+                return "error", None, f"{target}: no such file, and not a resolvable host"
+            return "unreachable", None, str(exc)
+        except (DiagnosisError, ValueError, OSError) as exc:
+            return "error", None, str(exc)
+        return findings.verdict_of(diagnosis), diagnosis, ""
+
+    def emit(self, target: str, verdict: str, diagnosis: Diagnosis | None, error: str,
+             total: int) -> None:
+        args = self.args
+        with self.lock:
+            self.done += 1
+            if args.jsonl or args.json:
+                record = (to_json(diagnosis) if diagnosis is not None
+                          else error_json(target, verdict, error))
+                json.dump(record, self.out, indent=None if args.jsonl else 2)
+                self.out.write("\n")
+            elif not args.quiet:
+                if diagnosis is not None:
+                    pem = self._write_pem(diagnosis)
+                    render(diagnosis, self.out, pem)
+                else:
+                    label = "UNREACHABLE" if verdict == "unreachable" else "ERROR"
+                    self.out.write(f"aia-ext check {escape(target)}\n\nVerdict: {label}: "
+                                   f"{escape(error)}\n")
+                if total > 1:
+                    self.out.write("\n")
+            elif diagnosis is not None:
+                self._write_pem(diagnosis)
+            self.out.flush()
+            if sys.stderr.isatty() and total > 1:
+                sys.stderr.write(f"\r[{self.done}/{total}] checked")
+                sys.stderr.flush()
+
+    def _write_pem(self, diagnosis: Diagnosis) -> str | None:
+        pem = self.args.pem
+        if pem is None or diagnosis.fixed_chain_pem is None:
+            return None
+        if pem == "-":
+            sys.stdout.write(diagnosis.fixed_chain_pem)
+            return "standard output"
+        try:
+            with open(pem, "w", encoding="ascii") as f:
                 f.write(diagnosis.fixed_chain_pem)
         except OSError as exc:
-            raise _Usage(f"--pem: cannot write {args.pem}: {exc.strerror or exc}") from None
-    if args.json:
-        json.dump(to_json(diagnosis), out, indent=2)
-        out.write("\n")
-    else:
-        render(diagnosis, out, args.pem if diagnosis.fixed_chain_pem is not None else None)
-    return exit_code(diagnosis)
+            raise _Usage(f"--pem {pem}: cannot write: {exc.strerror or exc}") from None
+        return str(pem)
+
+
+def _names_a_file(target: str) -> bool:
+    return target.lower().endswith((".pem", ".crt", ".cer", ".der", ".p7b", ".p7c"))
+
+
+def _check(args: argparse.Namespace, out: TextIO) -> int:
+    _check_options(args)
+    targets = _targets(args)
+    if args.pem is not None and len(targets) > 1:
+        raise _Usage("--pem takes one target")
+    run = _Run(args, out)
+    verdicts: list[str] = []
+    if len(targets) == 1:
+        verdict, diagnosis, error = run.check(targets[0])
+        if diagnosis is None and not (args.json or args.jsonl):
+            # One target, as text: the reason in one line on stderr, no traceback.
+            label = "error" if verdict == "error" else verdict
+            print(f"aia-ext: {label}: {escape(error)}", file=sys.stderr)
+            return findings.EXIT_CODES[verdict]
+        run.emit(targets[0], verdict, diagnosis, error, 1)
+        return findings.EXIT_CODES[verdict]
+    with ThreadPoolExecutor(max_workers=min(args.jobs, len(targets))) as pool:
+        futures = {pool.submit(run.check, target): target for target in targets}
+        try:
+            for future in as_completed(futures):
+                verdict, diagnosis, error = future.result()
+                verdicts.append(verdict)
+                run.emit(futures[future], verdict, diagnosis, error, len(targets))
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+    if sys.stderr.isatty():
+        sys.stderr.write("\n")
+    return findings.EXIT_CODES[findings.worst(verdicts)]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -179,19 +347,40 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser("demo", help="show an incomplete chain failing, then completed (local)")
     check = commands.add_parser(
-        "check", help="diagnose a server's or a certificate's chain",
-        description="Diagnose why a chain does or does not verify. Exit codes: 0 verified and "
-                    "complete, 3 verified only with fetched intermediates, 1 does not verify, "
-                    "2 usage or input error.")
-    check.add_argument("target", metavar="TARGET",
+        "check", help="diagnose servers' or certificates' chains",
+        description="Diagnose why chains do or do not verify, and what their servers should "
+                    "send. Exit codes: 0 ok, 3 verifies only with fetched intermediates, "
+                    "1 invalid, 4 inconclusive (a caIssuers URL could not be fetched), "
+                    "5 unreachable, 2 usage or input error; with several targets, the worst.")
+    check.add_argument("target", metavar="TARGET", nargs="*",
                        help="https:// URL, host[:port], or a PEM/DER certificate (bundle) file")
+    check.add_argument("--targets", metavar="FILE",
+                       help="more targets, one per line ('#' comments; '-' for stdin)")
+    check.add_argument("-j", "--jobs", type=int, default=DEFAULT_JOBS,
+                       help=f"targets checked at once (default {DEFAULT_JOBS})")
     check.add_argument("--cafile", help="trust these CA certificates instead of the system store")
     check.add_argument("--capath", help="trust this hashed CA directory")
-    check.add_argument("--hostname", help="name to verify (default: the target's host)")
+    check.add_argument("--hostname", help="name to verify and send as SNI (default: the "
+                                          "target's host)")
+    check.add_argument("--connect-to", metavar="HOST[:PORT]",
+                       help="connect there, verifying the target's name (SNI and hostname)")
+    check.add_argument("--starttls", choices=("smtp", "imap", "pop3"),
+                       help="upgrade a plain session first (default ports 25, 143, 110)")
+    check.add_argument("--cert", help="client certificate (PEM), for servers that require one")
+    check.add_argument("--key", help="the client certificate's key, if not in --cert")
     check.add_argument("--at", metavar="ISO-8601", help="verify as of this time (default: now)")
-    check.add_argument("--pem", metavar="OUT", help="write the fixed chain (leaf + intermediates)")
-    check.add_argument("--json", action="store_true", help="print the diagnosis as JSON")
-    check.add_argument("--timeout", type=float, help="seconds per AIA fetch (default 5)")
+    check.add_argument("--pem", metavar="OUT",
+                       help="write the fixed chain (leaf + intermediates); '-' for stdout")
+    output = check.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print each diagnosis as JSON")
+    output.add_argument("--jsonl", action="store_true",
+                        help="print one JSON object per target per line (diagnosis.schema.json)")
+    check.add_argument("--timeout", type=float,
+                       help="seconds per AIA fetch (default 5); see --connect-timeout")
+    check.add_argument("--connect-timeout", type=float,
+                       help="seconds to connect and handshake with each target (default 10)")
+    check.add_argument("-q", "--quiet", action="store_true",
+                       help="print nothing but JSON output; the exit code tells")
     check.add_argument("-v", "--verbose", action="store_true", help="DEBUG logs on stderr")
     return parser
 
@@ -205,7 +394,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
 
         return run_demo(out)
     if args.command != "check":
-        parser.print_help(out)
+        parser.print_help(sys.stderr)
         return EXIT_USAGE
     if args.verbose:
         logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
@@ -215,7 +404,21 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         # Ctrl-C: no verdict (nothing was decided) and no traceback; 128 + SIGINT.
         print("aia-ext: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`| head -1`): end quietly, as Unix tools do.
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
     except (_Usage, AIAError, ValueError, OSError) as exc:
         # One line, no traceback (exit code 2).
         print(f"aia-ext: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's final flush raises nothing."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass

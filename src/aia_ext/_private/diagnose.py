@@ -27,7 +27,7 @@ from .api import create_default_context_with
 from .bundle import BundleError, certificates_in_bundle
 from .chase import finished
 from .der import DERError, parse_certificate
-from .errors import DiagnosisError
+from .errors import DiagnosisError, TargetUnreachable
 from .options import documented, make_options
 from .report import AddedCertificate, FailedAttempt, from_chase
 from .targets import is_ip_literal, looks_like_url, parse_host_port
@@ -59,6 +59,10 @@ class CertificateInfo:
     sha256: str  # fingerprint, hex
     ca_issuers: tuple[str, ...]
     der: bytes = field(repr=False)
+    #: The names the certificate holds (subjectAltName), for hostname findings.
+    dns_names: tuple[str, ...] = ()
+    ip_addresses: tuple[str, ...] = ()
+    is_ca: bool = False
 
     @property
     def pem(self) -> str:
@@ -85,6 +89,11 @@ class Diagnosis:
     #: Leaf and intermediates, in order, without the trust anchor: what the
     #: server should be configured to send.  None when the chain does not verify.
     fixed_chain_pem: str | None = field(repr=False)
+    #: Depth in the chain of the certificate the verify code concerns (0: leaf).
+    verify_depth: int = 0
+    #: Certificates of the context's trust store that the served chain includes
+    #: (a server should not send its root), by SHA-256.
+    trusted_served: tuple[str, ...] = ()
 
 
 def _info(cert: x509.Certificate) -> CertificateInfo:
@@ -93,10 +102,23 @@ def _info(cert: x509.Certificate) -> CertificateInfo:
         urls = parse_certificate(der).ca_issuers
     except DERError:
         urls = ()
+    dns: tuple[str, ...] = ()
+    ips: tuple[str, ...] = ()
+    is_ca = False
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        dns = tuple(san.get_values_for_type(x509.DNSName))
+        ips = tuple(str(ip) for ip in san.get_values_for_type(x509.IPAddress))
+    except (x509.ExtensionNotFound, ValueError):
+        pass
+    try:
+        is_ca = bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except (x509.ExtensionNotFound, ValueError):
+        pass
     return CertificateInfo(
         cert.subject.rfc4514_string(), cert.issuer.rfc4514_string(),
         _utc(cert, "not_valid_before"), _utc(cert, "not_valid_after"),
-        cert.fingerprint(hashes.SHA256()).hex(), urls, der,
+        cert.fingerprint(hashes.SHA256()).hex(), urls, der, dns, ips, is_ca,
     )
 
 
@@ -133,20 +155,79 @@ def _certificates_from_data(data: bytes, source: str) -> list[bytes]:
         raise DiagnosisError(f"{source} holds no readable certificate ({exc})") from None
 
 
-def _record_served_chain(host: str, port: int, server_name: str | None) -> list[bytes]:
-    """The chain the server sends, recorded without verifying it."""
+#: Protocols whose STARTTLS the standard library speaks, and their default ports.
+STARTTLS_PORTS = {"smtp": 25, "imap": 143, "pop3": 110}
+
+
+def _record_served_chain(host: str, port: int, server_name: str | None, *,
+                         connect_to: tuple[str, int] | None = None,
+                         starttls: str | None = None,
+                         client_cert: tuple[str, str | None] | None = None,
+                         timeout: float = CONNECT_TIMEOUT) -> list[bytes]:
+    """The chain the server sends, recorded without verifying it.
+
+    ``connect_to`` reaches another address while the name (SNI) stays the
+    target's; ``starttls`` upgrades a plain smtp, imap or pop3 session first.
+    """
     recorder = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     recorder.check_hostname = False
     recorder.verify_mode = ssl.CERT_NONE  # only to record; verification is done below
+    if client_cert is not None:
+        try:
+            recorder.load_cert_chain(client_cert[0], client_cert[1])
+        except (OSError, ssl.SSLError) as exc:
+            raise DiagnosisError(f"--cert {client_cert[0]}: {exc}") from None
+    address = connect_to or (host, port)
+    where = f"{host}:{port}" + (f" (at {address[0]}:{address[1]})" if connect_to else "")
     try:
-        with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT) as raw, \
+        if starttls is not None:
+            return _starttls_chain(starttls, address, recorder, server_name or host, timeout)
+        with socket.create_connection(address, timeout=timeout) as raw, \
                 recorder.wrap_socket(raw, server_hostname=server_name) as tls:
             return binding.served_chain(tls)
-    except (OSError, ssl.SSLError) as exc:
-        raise DiagnosisError(f"cannot reach {host}:{port}: {exc}") from None
+    except socket.gaierror as exc:
+        raise TargetUnreachable(f"cannot resolve {address[0]}: {exc.strerror or exc}") from None
+    except (OSError, ssl.SSLError, EOFError) as exc:
+        raise TargetUnreachable(f"cannot reach {where}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - smtplib/imaplib/poplib protocol errors
+        raise TargetUnreachable(f"cannot reach {where}: {type(exc).__name__}: {exc}") from None
 
 
-def _parse_target(target: Target) -> tuple[str, list[bytes] | None, str | None, int]:
+def _starttls_chain(protocol: str, address: tuple[str, int], recorder: ssl.SSLContext,
+                    server_name: str, timeout: float) -> list[bytes]:
+    host, port = address
+    if protocol == "smtp":
+        import smtplib
+
+        with smtplib.SMTP(host, port, timeout=timeout) as smtp:
+            smtp._host = server_name  # type: ignore[attr-defined]  # the name sent as SNI
+            smtp.starttls(context=recorder)
+            return binding.served_chain(smtp.sock)
+    if protocol == "imap":
+        import imaplib
+
+        imap = imaplib.IMAP4(host, port, timeout=timeout)
+        try:
+            imap.host = server_name
+            imap.starttls(ssl_context=recorder)
+            return binding.served_chain(imap.sock)
+        finally:
+            imap.shutdown()
+    if protocol == "pop3":
+        import poplib
+
+        pop = poplib.POP3(host, port, timeout=timeout)
+        try:
+            pop.host = server_name
+            pop.stls(context=recorder)
+            return binding.served_chain(pop.sock)
+        finally:
+            pop.close()
+    raise DiagnosisError(f"--starttls: {protocol!r} is not one of {', '.join(STARTTLS_PORTS)}")
+
+
+def _parse_target(target: Target,
+                  default_port: int = 443) -> tuple[str, list[bytes] | None, str | None, int]:
     """(label, certificates or None for a server, host, port)."""
     if isinstance(target, (bytes, bytearray)):
         return "<certificate data>", _certificates_from_data(bytes(target), "the data"), None, 0
@@ -159,8 +240,11 @@ def _parse_target(target: Target) -> tuple[str, list[bytes] | None, str | None, 
             raise DiagnosisError(f"cannot read {text}: {exc.strerror or exc}") from None
         return text, _certificates_from_data(data, text), None, 0
     try:
-        host, port = parse_host_port(text)
+        host, port = parse_host_port(text, default_port=default_port)
     except ValueError as exc:
+        if os.sep in text and not looks_like_url(text):
+            raise DiagnosisError(f"{text}: no such file, and not an https:// URL or "
+                                 "host[:port]") from None
         raise DiagnosisError(str(exc)) from None
     return text, None, host, port
 
@@ -173,6 +257,11 @@ def diagnose(
     capath: str | os.PathLike[str] | None = None,
     hostname: str | None = None,
     at: datetime.datetime | None = None,
+    connect_to: str | None = None,
+    connect_timeout: float = CONNECT_TIMEOUT,
+    starttls: str | None = None,
+    client_cert: tuple[str, str | None] | None = None,
+    context: ssl.SSLContext | None = None,
     **options: Unpack[OptionsKwargs],
 ) -> Diagnosis:
     """Explain whether ``target``'s chain verifies, and what fixes it.
@@ -182,22 +271,42 @@ def diagnose(
     a path or bytes, PEM or DER, one certificate or a bundle with the leaf
     first (complete and verify it offline).  ``hostname`` defaults to the URL's
     host; ``at`` (an aware datetime) verifies as of that time instead of now.
+    For a server: ``connect_to`` ("host[:port]") is where to connect while the
+    name stays the target's, ``connect_timeout`` bounds connecting and the
+    handshake, ``starttls`` ("smtp", "imap" or "pop3") upgrades a plain session,
+    ``client_cert`` is (certificate file, key file or None).  ``context``, an
+    enabled context, replaces the one built from ``cafile``/``capath``/options
+    (to reuse one across many targets).
 
     :raises DiagnosisError: (a ValueError and an AIAError) for a target that
-        cannot be read or reached.
+        cannot be read; its subclass TargetUnreachable for one that cannot be reached.
     :raises ValueError: ``at`` is not timezone-aware, or an option is out of range.
     """
     if at is not None and (not isinstance(at, datetime.datetime) or at.tzinfo is None):
         raise ValueError("at must be a timezone-aware datetime")
-    context = create_default_context_with(ssl.Purpose.SERVER_AUTH, cafile, capath, None,
-                                          make_options(options))
-    label, ders, host, port = _parse_target(target)
+    if context is None:
+        context = create_default_context_with(ssl.Purpose.SERVER_AUTH, cafile, capath, None,
+                                              make_options(options))
+    elif engines.enabled_engine(context) is None:
+        raise ValueError("context must be enabled (aia_ext.create_default_context())")
+    if starttls is not None and starttls not in STARTTLS_PORTS:
+        raise ValueError(f"starttls must be one of {', '.join(STARTTLS_PORTS)}, not {starttls!r}")
+    default_port = STARTTLS_PORTS[starttls] if starttls else 443
+    label, ders, host, port = _parse_target(target, default_port=default_port)
     if ders is None:
         assert host is not None
         hostname = hostname or host
-        ders = _record_served_chain(host, port, None if is_ip_literal(hostname) else hostname)
+        address = None
+        if connect_to is not None:
+            try:
+                address = parse_host_port(connect_to, default_port=port)
+            except ValueError as exc:
+                raise DiagnosisError(f"--connect-to: {exc}") from None
+        ders = _record_served_chain(host, port, None if is_ip_literal(hostname) else hostname,
+                                    connect_to=address, starttls=starttls,
+                                    client_cert=client_cert, timeout=connect_timeout)
         if not ders:
-            raise DiagnosisError(f"{host}:{port} sent no certificate")
+            raise TargetUnreachable(f"{host}:{port} sent no certificate")
     if len(ders) > MAX_CHAIN:
         raise DiagnosisError(f"more than {MAX_CHAIN} certificates given")
     engine = engines.enabled_engine(context)
@@ -207,11 +316,12 @@ def diagnose(
     except ValueError as exc:
         raise DiagnosisError(str(exc)) from None
     state = finished.get(outcome.chase_id) if outcome.chase_id else None
-    return _result(label, hostname, at, ders, outcome.chain, outcome.ok, outcome.code,
+    return _result(context, label, hostname, at, ders, outcome.chain, outcome.ok, outcome.code,
                    outcome.depth, state)
 
 
-def _result(label: str, hostname: str | None, at: datetime.datetime | None,
+def _result(context: ssl.SSLContext, label: str, hostname: str | None,
+            at: datetime.datetime | None,
             ders: list[bytes], chain: tuple[bytes, ...], ok: bool, code: int, depth: int,
             state: Chase | None) -> Diagnosis:
     """Assemble a Diagnosis from an engine's outcome."""
@@ -229,5 +339,11 @@ def _result(label: str, hostname: str | None, at: datetime.datetime | None,
     return Diagnosis(
         label, hostname, at.isoformat() if at else None, served, missing, added, failed,
         ok, code, "ok" if ok else binding.verify_error_string(code), verified,
-        state is not None, fixed,
+        state is not None, fixed, depth, _trusted(context, served),
     )
+
+
+def _trusted(context: ssl.SSLContext, served: tuple[CertificateInfo, ...]) -> tuple[str, ...]:
+    """The served certificates that are in the context's trust store (by SHA-256)."""
+    anchors = {hashlib.sha256(d).hexdigest() for d in context.get_ca_certs(binary_form=True)}
+    return tuple(c.sha256 for c in served if c.sha256 in anchors)

@@ -46,3 +46,7 @@ class FetchError(AIAError):
 
 class DiagnosisError(AIAError, ValueError):
     """``diagnose()`` cannot work on its target: unreadable, not a certificate, unreachable."""
+
+
+class TargetUnreachable(DiagnosisError):
+    """The target could not be connected to, or did not complete a TLS handshake."""

@@ -26,7 +26,8 @@ def looks_like_url(text: str) -> bool:
     return "://" in text
 
 
-def parse_host_port(text: str, schemes: tuple[str, ...] = ("https",)) -> tuple[str, int]:
+def parse_host_port(text: str, schemes: tuple[str, ...] = ("https",),
+                    default_port: int = 443) -> tuple[str, int]:
     """(host, port) of a URL with one of ``schemes``, or of ``host[:port]``.
 
     :raises ValueError: anything else, with the text quoted.
@@ -38,7 +39,7 @@ def parse_host_port(text: str, schemes: tuple[str, ...] = ("https",)) -> tuple[s
         if parts.scheme.lower() not in schemes:
             raise ValueError(f"{text!r} is not an {'/'.join(schemes)} URL or host[:port]")
         try:
-            port = parts.port or 443
+            port = parts.port or default_port
         except ValueError:
             raise ValueError(f"bad port in {text!r}") from None
         if not parts.hostname:
@@ -47,7 +48,7 @@ def parse_host_port(text: str, schemes: tuple[str, ...] = ("https",)) -> tuple[s
     match = _HOST_PORT.match(text)
     if match is None:
         raise ValueError(f"{text!r} is not an https:// URL, host[:port] or certificate file")
-    port = int(match.group(2) or 443)
+    port = int(match.group(2) or default_port)
     if not 0 < port < 65536:
         raise ValueError(f"bad port in {text!r}")
     return match.group(1).strip("[]"), port
