@@ -149,7 +149,8 @@ def _order_and_extras(diagnosis: Diagnosis, unique: list[CertificateInfo]) -> li
         return []
     out: list[Finding] = []
     on_path = {unique[0].sha256}
-    current, position = unique[0], 0
+    path = [0]
+    current = unique[0]
     for _step in range(len(unique)):
         if current.subject == current.issuer:
             break
@@ -157,15 +158,16 @@ def _order_and_extras(diagnosis: Diagnosis, unique: list[CertificateInfo]) -> li
                    and c.sha256 not in on_path]
         if not issuers:
             break
-        index = issuers[0]
-        if index != position + 1:
-            out.append(Finding(
-                "wrong-order",
-                f"{unique[index].subject}, the issuer of {current.subject}, is sent at "
-                f"position {index + 1}, not {position + 2}",
-                (_ref(unique[index]),), "send the leaf, then each certificate's issuer in turn"))
-        on_path.add(unique[index].sha256)
-        current, position = unique[index], index
+        on_path.add(unique[issuers[0]].sha256)
+        path.append(issuers[0])
+        current = unique[issuers[0]]
+    if path != sorted(path):
+        order = ", ".join(unique[i].subject for i in path)
+        out.append(Finding(
+            "wrong-order",
+            f"the chain is not sent in order (leaf, then each issuer): expected {order}",
+            tuple(_ref(unique[i]) for i in path[1:]),
+            "send the leaf, then each certificate's issuer in turn"))
     verified = {c.sha256 for c in diagnosis.verified_chain}
     for cert in unique[1:]:
         if cert.sha256 not in on_path and cert.sha256 not in verified:
