@@ -266,8 +266,8 @@ class _Run:
             if args.jsonl or args.json:
                 record = (to_json(diagnosis) if diagnosis is not None
                           else error_json(target, verdict, error))
-                json.dump(record, self.out, indent=None if args.jsonl else 2)
-                self.out.write("\n")
+                # dumps, not dump: only dumps uses the C encoder.
+                self.out.write(json.dumps(record, indent=None if args.jsonl else 2) + "\n")
             elif not args.quiet:
                 if diagnosis is not None:
                     pem = self._write_pem(diagnosis)

@@ -10,6 +10,7 @@ recorded from the server, or read from a file), which also allows ``at``.
 from __future__ import annotations
 
 import datetime
+import functools
 import hashlib
 import os
 import socket
@@ -130,22 +131,22 @@ def _utc(cert: x509.Certificate, field: str) -> str:
 
 
 def _infos(ders: list[bytes] | tuple[bytes, ...]) -> tuple[CertificateInfo, ...]:
+    return tuple(_info_of(der) for der in ders)
 
-    infos = []
-    for der in ders:
-        # These are other people's certificates, which OpenSSL has accepted;
-        # cryptography's stricter parser may warn about (real roots with a
-        # non-positive serial) or one day refuse them.  Neither is ours to raise.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                infos.append(_info(x509.load_der_x509_certificate(der)))
-                continue
-            except Exception as exc:  # noqa: BLE001
-                reason = f"(not readable by cryptography: {exc})"
-        infos.append(CertificateInfo(reason, reason, "", "", hashlib.sha256(der).hexdigest(),
-                                     (), der))
-    return tuple(infos)
+
+@functools.lru_cache(maxsize=4096)
+def _info_of(der: bytes) -> CertificateInfo:
+    """A certificate described once: a fleet's chains share their CAs (aia-ext check -j)."""
+    # These are other people's certificates, which OpenSSL has accepted;
+    # cryptography's stricter parser may warn about (real roots with a
+    # non-positive serial) or one day refuse them.  Neither is ours to raise.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return _info(x509.load_der_x509_certificate(der))
+        except Exception as exc:  # noqa: BLE001
+            reason = f"(not readable by cryptography: {exc})"
+    return CertificateInfo(reason, reason, "", "", hashlib.sha256(der).hexdigest(), (), der)
 
 
 def _certificates_from_data(data: bytes, source: str) -> list[bytes]:
