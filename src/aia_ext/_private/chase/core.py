@@ -27,7 +27,7 @@ from ..der import ParsedCertificate, names_match, parse_certificate
 from ..errors import FetchError
 from ..logtext import escape
 from ..x509_codes import MISSING_ISSUER
-from . import diskcache, finished
+from . import finished
 from .cache import NEGATIVE_TTL, CacheEntry, cache, success_expiry
 from .fetch import fetch_url
 from .policy import url_refusal
@@ -211,6 +211,8 @@ def _lookup(chase: Chase, url: str, child: ParsedCertificate) -> tuple[CacheEntr
     if entry is not None:
         return entry, "memory cache"
     if chase.options.cache_dir is not None:
+        from . import diskcache  # opt-in: its imports (tempfile...) only when enabled
+
         certs = diskcache.load(chase.options.cache_dir, url)
         if certs is not None:
             entry = CacheEntry(url, certs, None, sum(len(c.der) for c in certs), 0.0, 0.0,
@@ -368,6 +370,8 @@ def _missing(chase: Chase, der: bytes, depth: int, error: int, add: AddUntrusted
 
 def _store_on_disk(chase: Chase, directory: str) -> None:
     """Persist what completed this (verified) chain, per URL (like .NET's disk cache)."""
+    from . import diskcache  # opt-in: only when cache_dir is set
+
     by_url: dict[str, list[bytes]] = {}
     for added in chase.added:
         if added.source in ("network", "memory cache"):
@@ -379,6 +383,8 @@ def _store_on_disk(chase: Chase, directory: str) -> None:
 def _forget_disk_entries(chase: Chase, directory: str) -> None:
     """Drop what the disk cache gave to a chain that then failed: the next
     verification asks the network instead of trusting the file again."""
+    from . import diskcache  # opt-in: only when cache_dir is set
+
     for url in {a.url for a in chase.attempts if a.from_disk}:
         diskcache.discard(directory, url)
         cache.discard(url)

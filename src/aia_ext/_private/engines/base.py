@@ -14,7 +14,7 @@ applies.  docs/design.md ("The engine seam") explains the choice.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     import datetime
@@ -25,21 +25,30 @@ if TYPE_CHECKING:
 EngineName = Literal["native", "fallback", "pyopenssl"]
 
 
-class ConnectionChase(NamedTuple):
+# Plain classes, not NamedTuples or dataclasses: they are built at every
+# `import aia_ext`, and typing.NamedTuple costs milliseconds there.
+class ConnectionChase:
     """What an engine knows about one connection's verification."""
 
-    chase_id: int  # 0: the chain was complete, nothing was chased
-    verified_chain: tuple[bytes, ...]  # DER, leaf first; () where unknown
+    __slots__ = ("chase_id", "verified_chain")
+
+    def __init__(self, chase_id: int, verified_chain: tuple[bytes, ...]) -> None:
+        self.chase_id = chase_id  # 0: the chain was complete, nothing was chased
+        self.verified_chain = verified_chain  # DER, leaf first; () where unknown
 
 
-class OfflineResult(NamedTuple):
+class OfflineResult:
     """The outcome of verifying a recorded chain without a handshake (``diagnose()``)."""
 
-    ok: bool
-    code: int  # OpenSSL's verify code, 0 when ok
-    depth: int  # where the verdict was reached
-    chain: tuple[bytes, ...]  # the verified chain (DER, leaf first), () when not ok
-    chase_id: int  # 0 when nothing was chased
+    __slots__ = ("chain", "chase_id", "code", "depth", "ok")
+
+    def __init__(self, ok: bool, code: int, depth: int, chain: tuple[bytes, ...],
+                 chase_id: int) -> None:
+        self.ok = ok
+        self.code = code  # OpenSSL's verify code, 0 when ok
+        self.depth = depth  # where the verdict was reached
+        self.chain = chain  # the verified chain (DER, leaf first), () when not ok
+        self.chase_id = chase_id  # 0 when nothing was chased
 
 
 def importable(module: str) -> bool:

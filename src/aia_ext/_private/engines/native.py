@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any
 from .. import binding
 from ..errors import UnsupportedPlatformError
 from ..options import Options
-from ..records import attach
 from ..stdlib_ssl import combine_classes, is_standard_context
 from ..targets import is_ip_literal
 from .base import ConnectionChase, EngineName, OfflineResult
@@ -263,6 +262,8 @@ def _after_handshake(conn: ssl.SSLSocket | ssl.SSLObject,
             conn.close()  # whatever OpenSSL decided, this connection is over
         raise interrupt
     if failure is not None:
+        from ..records import attach  # the report records: only once a chain failed
+
         sslobj = getattr(conn, "_sslobj", None)
         try:
             chase_id = binding.chase_id_of(sslobj)

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 from ... import binding
 from ...options import Options
-from ...records import attach
 from ...stdlib_ssl import (
     STDLIB_CONTEXT,
     combine_classes,
@@ -210,6 +209,12 @@ def _verify_or_fail(owner: ssl.SSLSocket | ssl.SSLObject) -> None:
             UNSPECIFIED, f"the chain could not be verified: {type(exc).__name__}") from exc
 
 
+def _explain(error: ssl.SSLCertVerificationError) -> None:
+    from ...records import attach  # the report records: only once a chain failed
+
+    attach(error, getattr(error, "aia_chase_id", 0))
+
+
 def _peercert(owner: Any, binary_form: bool) -> Any:
     """getpeercert() for a connection the fallback verified.
 
@@ -234,7 +239,7 @@ class AIASSLSocket(ssl.SSLSocket):
             _verify_or_fail(self)
         except ssl.SSLCertVerificationError as exc:
             self.close()  # nothing may travel on an unverified connection
-            attach(exc, getattr(exc, "aia_chase_id", 0))
+            _explain(exc)
             raise
         except BaseException:
             self.close()
@@ -255,7 +260,7 @@ class AIASSLObject(ssl.SSLObject):
             _verify_or_fail(self)
         except ssl.SSLCertVerificationError as exc:
             self.__dict__["_aia_failed"] = exc
-            attach(exc, getattr(exc, "aia_chase_id", 0))
+            _explain(exc)
             raise
         except BaseException:
             # An interrupt: it surfaces as itself, and the object stays unusable.
