@@ -315,22 +315,22 @@ def _check(args: argparse.Namespace, out: TextIO) -> int:
         verdict, diagnosis, error = run.check(targets[0])
         if diagnosis is None and not (args.json or args.jsonl):
             # One target, as text: the reason in one line on stderr, no traceback.
-            label = "error" if verdict == "error" else verdict
-            print(f"aia-ext: {label}: {escape(error)}", file=sys.stderr)
+            print(f"aia-ext: {verdict}: {escape(error)}", file=sys.stderr)
             return findings.EXIT_CODES[verdict]
         run.emit(targets[0], verdict, diagnosis, error, 1)
         return findings.EXIT_CODES[verdict]
-    with ThreadPoolExecutor(max_workers=min(args.jobs, len(targets))) as pool:
+    pool = ThreadPoolExecutor(max_workers=min(args.jobs, len(targets)))
+    finished = False
+    try:
         futures = {pool.submit(run.check, target): target for target in targets}
-        try:
-            for future in as_completed(futures):
-                verdict, diagnosis, error = future.result()
-                verdicts.append(verdict)
-                run.emit(futures[future], verdict, diagnosis, error, len(targets))
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
+        for future in as_completed(futures):
+            verdict, diagnosis, error = future.result()
+            verdicts.append(verdict)
+            run.emit(futures[future], verdict, diagnosis, error, len(targets))
+        finished = True
+    finally:
+        # On Ctrl-C or a closed pipe, do not wait for checks still running.
+        pool.shutdown(wait=finished, cancel_futures=True)
     if sys.stderr.isatty():
         sys.stderr.write("\n")
     return findings.EXIT_CODES[findings.worst(verdicts)]

@@ -17,7 +17,7 @@ import socket
 import ssl
 import warnings
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, Any, Union
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -196,34 +196,31 @@ def _record_served_chain(host: str, port: int, server_name: str | None, *,
 
 def _starttls_chain(protocol: str, address: tuple[str, int], recorder: ssl.SSLContext,
                     server_name: str, timeout: float) -> list[bytes]:
+    """Upgrade a plain session with the standard library's own client, then record."""
     host, port = address
+    # The clients are imported here: only --starttls needs one.
     if protocol == "smtp":
         import smtplib
 
         with smtplib.SMTP(host, port, timeout=timeout) as smtp:
-            smtp._host = server_name  # type: ignore[attr-defined]  # the name sent as SNI
+            smtp._host = server_name  # type: ignore[attr-defined]  # what starttls() sends as SNI
             smtp.starttls(context=recorder)
             return binding.served_chain(smtp.sock)
-    if protocol == "imap":
+    if protocol in ("imap", "pop3"):
         import imaplib
-
-        imap = imaplib.IMAP4(host, port, timeout=timeout)
-        try:
-            imap.host = server_name
-            imap.starttls(ssl_context=recorder)
-            return binding.served_chain(imap.sock)
-        finally:
-            imap.shutdown()
-    if protocol == "pop3":
         import poplib
 
-        pop = poplib.POP3(host, port, timeout=timeout)
+        session: Any = (imaplib.IMAP4(host, port, timeout=timeout) if protocol == "imap"
+                        else poplib.POP3(host, port, timeout=timeout))
         try:
-            pop.host = server_name
-            pop.stls(context=recorder)
-            return binding.served_chain(pop.sock)
+            session.host = server_name  # what starttls()/stls() send as SNI
+            if protocol == "imap":
+                session.starttls(ssl_context=recorder)
+            else:
+                session.stls(context=recorder)
+            return binding.served_chain(session.sock)
         finally:
-            pop.close()
+            session.shutdown() if protocol == "imap" else session.close()
     raise DiagnosisError(f"--starttls: {protocol!r} is not one of {', '.join(STARTTLS_PORTS)}")
 
 
