@@ -44,10 +44,6 @@ class _Usage(Exception):
     pass
 
 
-def exit_code(diagnosis: Diagnosis) -> int:
-    return findings.EXIT_CODES[findings.verdict_of(diagnosis)]
-
-
 def _cert_json(cert: CertificateInfo) -> dict[str, Any]:
     return {"subject": cert.subject, "issuer": cert.issuer, "not_before": cert.not_before,
             "not_after": cert.not_after, "sha256": cert.sha256,
