@@ -75,7 +75,7 @@ def _ratio_rounds(settings: Settings, baseline: Callable[[], float],
 
 def full_overhead(servers: Servers, settings: Settings) -> Result:
     plain = ssl.create_default_context(cafile=servers.root)
-    enabled = aia_ext.enable(ssl.create_default_context(cafile=servers.root))
+    enabled = aia_ext.create_default_context(cafile=servers.root)
     port = servers.port("full")
     for ctx in (plain, enabled):  # warm-up
         timed_handshakes(ctx, port, 20)
@@ -93,7 +93,7 @@ def full_overhead(servers: Servers, settings: Settings) -> Result:
 
 def warm_incomplete(servers: Servers, settings: Settings) -> Result:
     plain = ssl.create_default_context(cafile=servers.root)
-    enabled = aia_ext.enable(ssl.create_default_context(cafile=servers.root))
+    enabled = aia_ext.create_default_context(cafile=servers.root)
     full, leaf_only = servers.port("full"), servers.port("leaf_only")
     timed_handshakes(plain, full, 20)
     timed_handshakes(enabled, leaf_only, 20)  # warms the cache
@@ -383,9 +383,14 @@ def main() -> int:
             results.append(bench(servers, settings))
             print(f"  {name}: done", file=sys.stderr, flush=True)
     info = machine()
-    print(f"aia_ext {aia_ext.__version__} on {info['implementation']} {info['python']}, "
+    # Which engine ran matters more than any other figure: the fallback verifies in Python
+    # with cryptography, the native engine inside OpenSSL (docs/engines.md).
+    info["engine"] = aia_ext.engine_of(aia_ext.create_default_context())
+    print(f"aia_ext {aia_ext.__version__} ({info['engine']} engine) on "
+          f"{info['implementation']} {info['python']}, "
           f"{info['openssl']}, {info['cpu']} x{info['cpus']} ({info['platform']})")
-    print(f"command: python benchmarks/run.py{' --quick' if args.quick else ''}")
+    engine_env = "AIA_EXT_ENGINE=fallback " if info["engine"] == "fallback" else ""
+    print(f"command: {engine_env}python benchmarks/run.py{' --quick' if args.quick else ''}")
     print()
     print(table(results))
     if args.json:
