@@ -9,5 +9,5 @@
 
 Nothing in this package imports an engine or the public API.  This file
 imports nothing: ``import aia_ext`` must not pay for the fetch path
-(http.client) until a chain actually needs it.
+(h11 and our parsers) until a chain actually needs it.
 """

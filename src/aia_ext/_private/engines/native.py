@@ -196,7 +196,7 @@ class NativeEngine:
             if options is None:
                 return 0
             # Imported here, not at module level: a complete chain never gets
-            # this far, and the fetch path (http.client) is slow to import.
+            # this far, and the fetch path (h11 and our parsers) is slow to import.
             from ..chase import core as chase
 
             state, chase_ptr[0] = chase.chase_for(chase_ptr[0], options)
@@ -239,7 +239,7 @@ def _callback_error(
     if not issubclass(exc_type, Exception):
         # KeyboardInterrupt, SystemExit...: not an error of ours, and not to be
         # swallowed.  The chase stops here; the connection's do_handshake
-        # raises it once OpenSSL has unwound (_Interruptible below).
+        # raises it once OpenSSL has unwound (_ExplainingSocket below).
         _interrupts.pending = exc
         return
     log.error("aia_ext internal error in the verify callback; no certificates added",
