@@ -73,9 +73,27 @@ def _ratio_rounds(settings: Settings, baseline: Callable[[], float],
     return ratios, base, cand
 
 
+#: Targets per engine (issue 13 for the fallback): complete chain, leaf-only warm.
+FALLBACK = aia_ext.engine_of(aia_ext.create_default_context()) == "fallback"
+FULL_TARGET, WARM_TARGET = (1.10, 1.15) if FALLBACK else (1.03, 1.10)
+
+
+def _real_size_store(context: ssl.SSLContext) -> ssl.SSLContext:
+    """certifi's ~140 roots beside the benchmark's own, as most users' contexts hold."""
+    import certifi
+
+    context.load_verify_locations(certifi.where())
+    return context
+
+
+def _pair(servers: Servers, **options: Any) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """(plain ssl, aia_ext) contexts trusting the same real-size store."""
+    return (_real_size_store(ssl.create_default_context(cafile=servers.root)),
+            _real_size_store(aia_ext.create_default_context(cafile=servers.root, **options)))
+
+
 def full_overhead(servers: Servers, settings: Settings) -> Result:
-    plain = ssl.create_default_context(cafile=servers.root)
-    enabled = aia_ext.create_default_context(cafile=servers.root)
+    plain, enabled = _pair(servers)
     port = servers.port("full")
     for ctx in (plain, enabled):  # warm-up
         timed_handshakes(ctx, port, 20)
@@ -85,15 +103,14 @@ def full_overhead(servers: Servers, settings: Settings) -> Result:
         lambda: timed_handshakes(enabled, port, settings.handshakes))
     median = statistics.median(ratios)
     return Result("full_overhead", "complete chain: enabled / plain ssl", median, "x",
-                  "<= 1.03", median <= 1.03, spread(ratios),
+                  f"<= {FULL_TARGET:.2f}", median <= FULL_TARGET, spread(ratios),
                   {"plain_ms": statistics.median(base) * 1000,
                    "enabled_ms": statistics.median(cand) * 1000,
                    "handshakes_per_round": settings.handshakes})
 
 
 def warm_incomplete(servers: Servers, settings: Settings) -> Result:
-    plain = ssl.create_default_context(cafile=servers.root)
-    enabled = aia_ext.create_default_context(cafile=servers.root)
+    plain, enabled = _pair(servers)
     full, leaf_only = servers.port("full"), servers.port("leaf_only")
     timed_handshakes(plain, full, 20)
     timed_handshakes(enabled, leaf_only, 20)  # warms the cache
@@ -103,17 +120,15 @@ def warm_incomplete(servers: Servers, settings: Settings) -> Result:
         lambda: timed_handshakes(enabled, leaf_only, settings.handshakes))
     median = statistics.median(ratios)
     return Result("warm_incomplete", "leaf-only, warm cache / plain ssl on a complete chain",
-                  median, "x", "<= 1.10", median <= 1.10, spread(ratios),
+                  median, "x", f"<= {WARM_TARGET:.2f}", median <= WARM_TARGET, spread(ratios),
                   {"plain_full_ms": statistics.median(base) * 1000,
                    "enabled_leaf_only_ms": statistics.median(cand) * 1000})
 
 
 def pool_2000(servers: Servers, settings: Settings) -> Result:
     """A pool of 2,000 intermediates (the needed one last) completes a leaf-only chain."""
-    plain = ssl.create_default_context(cafile=servers.root)
     started = time.perf_counter()
-    pooled = aia_ext.create_default_context(cafile=servers.root,
-                                            intermediates=servers.info["pool"], max_fetches=0)
+    plain, pooled = _pair(servers, intermediates=servers.info["pool"], max_fetches=0)
     load_ms = (time.perf_counter() - started) * 1000
     full, leaf_only = servers.port("full"), servers.port("leaf_only")
     before = _aia_hits(servers)
@@ -126,8 +141,8 @@ def pool_2000(servers: Servers, settings: Settings) -> Result:
     fetches = _aia_hits(servers) - before
     median = statistics.median(ratios)
     return Result("pool_2000", "leaf-only, pool of 2,000 (needed last), 0 fetches / plain ssl "
-                  "on a complete chain", median, "x", "<= 1.10 and 0 fetches",
-                  median <= 1.10 and fetches == 0, spread(ratios),
+                  "on a complete chain", median, "x", f"<= {WARM_TARGET:.2f} and 0 fetches",
+                  median <= WARM_TARGET and fetches == 0, spread(ratios),
                   {"fetches": fetches, "pool_load_ms": load_ms,
                    "plain_full_ms": statistics.median(base) * 1000,
                    "pooled_leaf_only_ms": statistics.median(cand) * 1000})

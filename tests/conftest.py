@@ -115,8 +115,8 @@ def server() -> Iterator[Callable[..., TLSServer]]:
     """Start TLS servers for a test; all are stopped at its end."""
     started: list[TLSServer] = []
 
-    def start(leaf: Cert, chain: Any = ()) -> TLSServer:
-        srv = TLSServer(leaf, chain).__enter__()
+    def start(leaf: Cert, chain: Any = (), **kwargs: Any) -> TLSServer:
+        srv = TLSServer(leaf, chain, **kwargs).__enter__()
         started.append(srv)
         return srv
 

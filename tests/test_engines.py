@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+import sys
 
 import pytest
 
@@ -71,3 +72,16 @@ def test_an_enabled_context_keeps_its_engine_when_the_variable_changes(
     assert engines.enabled_engine(ctx).options_of(ctx).timeout == 2.0  # type: ignore[union-attr]
     chain = make_chain()
     assert verify_code(ctx, server(chain.leaf)) == 0
+
+
+def test_a_free_threaded_interpreter_without_its_gil_is_refused(monkeypatch):
+    """Issue 16: no free-threaded interpreter could be obtained to prove it safe, so
+    enabling without the GIL is refused, clearly.  The interpreter's answer is what
+    is replaced here (sys._is_gil_enabled, 3.13+); on a build with the GIL it is True."""
+    monkeypatch.setattr(sys, "_is_gil_enabled", lambda: False, raising=False)
+    with pytest.raises(aia_ext.UnsupportedPlatformError, match="free-threaded"):
+        aia_ext.create_default_context()
+    with pytest.raises(aia_ext.UnsupportedPlatformError, match="PYTHON_GIL=1"):
+        aia_ext.enable(ssl.create_default_context())
+    monkeypatch.setattr(sys, "_is_gil_enabled", lambda: True, raising=False)
+    assert aia_ext.engine_of(aia_ext.create_default_context()) is not None

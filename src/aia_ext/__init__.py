@@ -31,7 +31,7 @@ from ._private.api import (
     engine_of,
     is_enabled,
 )
-from ._private.errors import AIAError, FetchError, UnsupportedPlatformError
+from ._private.errors import AIAError, FetchError, MissingDependencyError, UnsupportedPlatformError
 from ._private.inject import extract_from_ssl, inject_into_ssl, is_injected
 from ._private.options import Options
 from ._version import __version__
@@ -70,6 +70,7 @@ __all__ = [
     "AddedCertificate",
     "FailedAttempt",
     "FetchError",
+    "MissingDependencyError",
     "Options",
     "Report",
     "SSLContext",

@@ -191,7 +191,10 @@ def derive_context(base: ssl.SSLContext, *, verify: bool,
     else:
         ders = base.get_ca_certs(binary_form=True)
         if ders:
-            context.load_verify_locations(cadata=b"".join(ders))
+            # PEM, not concatenated DER: PyPy 3.11's _ssl raises at the end of DER
+            # data with OpenSSL 3.5 ("not enough data"), where PEM ends cleanly.
+            context.load_verify_locations(
+                cadata="".join(ssl.DER_cert_to_PEM_cert(d) for d in ders))
         default_paths, capaths = trust_sources(base)
         if default_paths:
             context.set_default_verify_paths()
@@ -267,8 +270,11 @@ def create_default_context_with(purpose: ssl.Purpose, cafile: StrPath | None,
 
 
 def clear_cache() -> None:
-    """Forget every cached AIA response in this process (fetches under way finish)."""
-    # The cache module is light; the chase's fetch path is not imported by this.
+    """Forget every cached AIA response in this process (fetches under way finish),
+    and the fallback engine's cached verdicts."""
+    # Both modules are light; the chase's fetch path is not imported by this.
     from .chase.cache import cache
+    from .engines.fallback import verdicts
 
     cache.clear()
+    verdicts.clear()

@@ -16,6 +16,7 @@ real certificates (tests/test_der.py).
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import NamedTuple
 
@@ -314,7 +315,25 @@ def name_to_string(name_der: bytes) -> str:
     return ",".join(parts)
 
 
+#: Names longer than this are canonicalised every time rather than cached, so
+#: that the cache's memory stays bounded (4,096 x 1 KiB) whatever peers send.
+_CACHED_NAME_BYTES = 1024
+
+
 def _canonical(name_der: bytes) -> tuple[tuple[tuple[bytes, str], ...], ...]:
+    # Cached: path building compares the same few names on every handshake
+    # (issue 13 measured canonicalisation as the fallback's largest cost).
+    if len(name_der) <= _CACHED_NAME_BYTES:
+        return _canonical_cached(name_der)
+    return _canonical_form(name_der)
+
+
+@functools.lru_cache(maxsize=4096)
+def _canonical_cached(name_der: bytes) -> tuple[tuple[tuple[bytes, str], ...], ...]:
+    return _canonical_form(name_der)
+
+
+def _canonical_form(name_der: bytes) -> tuple[tuple[tuple[bytes, str], ...], ...]:
     # Close to OpenSSL's canonical name encoding (x509_name_canon): string
     # values compared case-insensitively with runs of spaces folded.
     out = []

@@ -19,9 +19,15 @@ import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Union
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.serialization import Encoding
+from .errors import missing_cryptography
+
+try:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.serialization import Encoding
+except ImportError as exc:  # PyPy 3.10+ without the [cryptography] extra (issue 16)
+    raise missing_cryptography("aia_ext.diagnose() and `aia-ext check`", exc) from exc
+
 
 from . import binding, engines
 from .api import create_default_context_with

@@ -20,6 +20,23 @@ class UnsupportedPlatformError(AIAError, RuntimeError):
     """
 
 
+class MissingDependencyError(AIAError, ImportError):
+    """A feature needs an optional package that is not installed.
+
+    The native engine needs nothing beyond the standard library (and cffi on
+    CPython); the fallback engine, ``diagnose()``, ``aia-ext check`` and the
+    test lab need cryptography, which is optional on PyPy 3.10+ where no
+    loadable wheel exists for every PyPy release (docs/engines.md).
+    """
+
+
+def missing_cryptography(feature: str, cause: ImportError) -> MissingDependencyError:
+    """The error for ``feature`` asked for where cryptography cannot be imported."""
+    return MissingDependencyError(
+        f"{feature} needs the cryptography package, which is not installed or does not "
+        f"load here ({cause}); install it with: pip install 'aia-ext[cryptography]'")
+
+
 class FetchError(AIAError):
     """One caIssuers URL could not be turned into certificates.
 

@@ -24,10 +24,16 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
+from .errors import missing_cryptography
+
+try:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
+except ImportError as exc:  # PyPy 3.10+ without the [cryptography] extra (issue 16)
+    raise missing_cryptography("aia_ext's test lab (aia_ext.testing, the demo)", exc) from exc
+
 
 PrivateKey = ec.EllipticCurvePrivateKey
 _ONE_DAY = datetime.timedelta(days=1)
@@ -80,6 +86,7 @@ def issue(
     extended_key_usage: Sequence[x509.ObjectIdentifier] | None = None,
     name_constraints: x509.NameConstraints | None = None,
     basic_constraints: bool = True,
+    subject_key_id: bool = True,
     sign_with: PrivateKey | None = None,
 ) -> Cert:
     """Issue a certificate; self-signed when ``issuer`` is None.
@@ -102,8 +109,10 @@ def issue(
         .serial_number(x509.random_serial_number())
         .not_valid_before(not_before or now - _ONE_DAY)
         .not_valid_after(not_after or now + 30 * _ONE_DAY)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
     )
+    if subject_key_id:
+        builder = builder.add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
     if basic_constraints:
         constraints = x509.BasicConstraints(ca, path_length if ca else None)
         builder = builder.add_extension(constraints, True)
@@ -277,7 +286,8 @@ class TLSServer:
     intermediates it is configured with (none, for the incomplete-chain case).
     """
 
-    def __init__(self, leaf: Cert, chain: Iterable[Cert] = (), *, port: int = 0) -> None:
+    def __init__(self, leaf: Cert, chain: Iterable[Cert] = (), *, port: int = 0,
+                 security_level: int | None = None) -> None:
         self._dir = tempfile.TemporaryDirectory(prefix="aia-ext-lab-")
         certfile = os.path.join(self._dir.name, "chain.pem")
         keyfile = os.path.join(self._dir.name, "key.pem")
@@ -286,6 +296,8 @@ class TLSServer:
         with open(keyfile, "wb") as f:
             f.write(leaf.key_pem)
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        if security_level is not None:  # to serve keys a client's level refuses
+            self.context.set_ciphers(f"DEFAULT:@SECLEVEL={security_level}")
         self.context.load_cert_chain(certfile, keyfile)
         self.handshakes = Counter[str]()
         #: Application bytes received after each completed handshake, per

@@ -13,6 +13,7 @@ import ssl
 OK = 0
 UNSPECIFIED = 1
 UNABLE_TO_GET_ISSUER_CERT = 2
+UNABLE_TO_GET_CRL = 3
 CERT_SIGNATURE_FAILURE = 7
 CERT_NOT_YET_VALID = 9
 CERT_HAS_EXPIRED = 10
@@ -27,6 +28,25 @@ EXCLUDED_VIOLATION = 48
 HOSTNAME_MISMATCH = 62
 EMAIL_MISMATCH = 63
 IP_ADDRESS_MISMATCH = 64
+EE_KEY_TOO_SMALL = 66
+CA_KEY_TOO_SMALL = 67
+CA_MD_TOO_WEAK = 68
+# What X509_V_FLAG_X509_STRICT adds in OpenSSL 3.0 (x509_vfy.c, check_extensions).
+SIGNATURE_ALGORITHM_INCONSISTENCY = 78
+PATHLEN_INVALID_FOR_NON_CA = 80
+PATHLEN_WITHOUT_KU_KEY_CERT_SIGN = 81
+KU_KEY_CERT_SIGN_INVALID_FOR_NON_CA = 82
+ISSUER_NAME_EMPTY = 83
+SUBJECT_NAME_EMPTY = 84
+MISSING_AUTHORITY_KEY_IDENTIFIER = 85
+MISSING_SUBJECT_KEY_IDENTIFIER = 86
+EMPTY_SUBJECT_ALT_NAME = 87
+EMPTY_SUBJECT_SAN_NOT_CRITICAL = 88
+CA_BCONS_NOT_CRITICAL = 89
+AUTHORITY_KEY_IDENTIFIER_CRITICAL = 90
+SUBJECT_KEY_IDENTIFIER_CRITICAL = 91
+CA_CERT_MISSING_KEY_USAGE = 92
+EXTENSIONS_REQUIRE_VERSION_3 = 93
 #: X509_V_ERR_INVALID_CA moved from 24 to 79 in OpenSSL 3.0.
 INVALID_CA = 79 if ssl.OPENSSL_VERSION_INFO >= (3,) else 24
 
@@ -46,6 +66,7 @@ TEXT = {
     OK: "ok",
     UNSPECIFIED: "unspecified certificate verification error",
     UNABLE_TO_GET_ISSUER_CERT: "unable to get issuer certificate",
+    UNABLE_TO_GET_CRL: "unable to get certificate CRL",
     CERT_SIGNATURE_FAILURE: "certificate signature failure",
     CERT_NOT_YET_VALID: "certificate is not yet valid",
     CERT_HAS_EXPIRED: "certificate has expired",
@@ -60,6 +81,24 @@ TEXT = {
     HOSTNAME_MISMATCH: "hostname mismatch",
     EMAIL_MISMATCH: "email address mismatch",
     IP_ADDRESS_MISMATCH: "IP address mismatch",
+    EE_KEY_TOO_SMALL: "EE certificate key too weak",
+    CA_KEY_TOO_SMALL: "CA certificate key too weak",
+    CA_MD_TOO_WEAK: "CA signature digest algorithm too weak",
+    SIGNATURE_ALGORITHM_INCONSISTENCY: "cert info signature and signature algorithm mismatch",
+    PATHLEN_INVALID_FOR_NON_CA: "Path length invalid for non-CA cert",
+    PATHLEN_WITHOUT_KU_KEY_CERT_SIGN: "Path length given without key usage keyCertSign",
+    KU_KEY_CERT_SIGN_INVALID_FOR_NON_CA: "Key usage keyCertSign invalid for non-CA cert",
+    ISSUER_NAME_EMPTY: "Issuer name empty",
+    SUBJECT_NAME_EMPTY: "Subject name empty",
+    MISSING_AUTHORITY_KEY_IDENTIFIER: "Missing Authority Key Identifier",
+    MISSING_SUBJECT_KEY_IDENTIFIER: "Missing Subject Key Identifier",
+    EMPTY_SUBJECT_ALT_NAME: "Empty Subject Alternative Name extension",
+    EMPTY_SUBJECT_SAN_NOT_CRITICAL: "Subject empty and Subject Alt Name extension not critical",
+    CA_BCONS_NOT_CRITICAL: "Basic Constraints of CA cert not marked critical",
+    AUTHORITY_KEY_IDENTIFIER_CRITICAL: "Authority Key Identifier marked critical",
+    SUBJECT_KEY_IDENTIFIER_CRITICAL: "Subject Key Identifier marked critical",
+    CA_CERT_MISSING_KEY_USAGE: "CA cert does not include key usage extension",
+    EXTENSIONS_REQUIRE_VERSION_3: "Using cert extension requires at least X509v3",
     INVALID_CA: "invalid CA certificate",
 }
 

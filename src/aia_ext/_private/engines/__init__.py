@@ -15,8 +15,10 @@ read on every call, so a test or a process may change it between contexts.
 from __future__ import annotations
 
 import os
+import sys
 from typing import TYPE_CHECKING, Any
 
+from ..errors import UnsupportedPlatformError
 from .base import ConnectionChase, EngineName, OfflineResult
 from .fallback import ENGINE as FALLBACK
 from .fallback.context import VerifyingContext
@@ -53,8 +55,26 @@ def _choice() -> str:
     return choice
 
 
+def refuse_without_gil() -> None:
+    """Refuse a free-threaded interpreter running without its GIL (issue 16).
+
+    The chase's state, the native engine's token table and the caches take
+    locks, but no free-threaded interpreter could be obtained to prove the C
+    callback's state and cffi's callbacks safe without the GIL, so enabling is
+    refused rather than claimed.  cffi's extension does not declare
+    ``Py_mod_gil_not_used``, so importing it normally turns the GIL back on;
+    this catches ``PYTHON_GIL=0`` / ``-X gil=0``, which keep it off.
+    """
+    gil_enabled = getattr(sys, "_is_gil_enabled", None)
+    if gil_enabled is not None and not gil_enabled():
+        raise UnsupportedPlatformError(
+            "aia_ext is not proven safe on a free-threaded interpreter without its GIL; "
+            "run with the GIL (PYTHON_GIL=1 or -X gil=1) to use it (docs/engines.md)")
+
+
 def select() -> Engine:
     """The engine for ``ssl.SSLContext`` objects in this process, now."""
+    refuse_without_gil()
     choice = _choice()
     if choice == "fallback":
         return FALLBACK
@@ -77,5 +97,6 @@ def enabled_engine(context: object) -> Engine | None:
 def for_context(context: Any) -> Engine:
     """The engine that enables ``context``: the one in force on it, else the selected one."""
     if is_pyopenssl_context(context):
+        refuse_without_gil()
         return PYOPENSSL
     return enabled_engine(context) or select()

@@ -19,7 +19,7 @@ import ssl
 from typing import TYPE_CHECKING, Any
 
 from ... import binding
-from ...errors import UnsupportedPlatformError
+from ...errors import UnsupportedPlatformError, missing_cryptography
 from ...options import Options
 from ...stdlib_ssl import (
     openssl_check_hostname,
@@ -52,6 +52,14 @@ class FallbackEngine:
         return importable("cryptography.x509.verification")
 
     def enable(self, context: Any, options: Options) -> None:
+        try:
+            # A real import, not a probe: a wheel may be installed yet not load
+            # (cryptography 47+ on PyPy 7.3.19), and the verifier must exist
+            # before any connection relies on it.
+            import cryptography.x509.verification  # noqa: F401
+        except ImportError as exc:
+            raise missing_cryptography(f"The fallback engine ({_why_not_native()})",
+                                       exc) from exc
         state = state_of(context)
         if state is not None:
             state.options = options

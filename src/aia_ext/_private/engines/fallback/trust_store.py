@@ -9,6 +9,9 @@ engine's first handshake (it loads cryptography), never by ``import aia_ext``.
 
 from __future__ import annotations
 
+import functools
+import itertools
+import logging
 import os
 import ssl
 import threading
@@ -16,8 +19,12 @@ import warnings
 from typing import Any
 
 from cryptography import x509
+from cryptography.x509.verification import Store
 
 from ...bundle import pem_blocks
+from ...der import ParsedCertificate, name_key, parse_certificate
+
+log = logging.getLogger(__name__)
 
 #: Directory entries read from a capath (hashed CA directory) at most.
 MAX_CAPATH_FILES = 10_000
@@ -99,3 +106,87 @@ def trust_anchors(context: ssl.SSLContext, default_paths: bool,
     for directory in directories:
         ders.extend(_certificates_in_directory(directory))
     return list(dict.fromkeys(ders))
+
+
+class TrustStore:
+    """One trust set, parsed once: anchors indexed by subject, and cryptography's Store.
+
+    ``generation`` is unique per build, so a verdict cached for one store is
+    never found for another (verdicts.py).
+    """
+
+    __slots__ = ("anchor_ders", "by_subject", "generation", "loaded", "store")
+
+    _generations = itertools.count(1)
+
+    def __init__(self, ders: tuple[bytes, ...]) -> None:
+        self.generation = next(self._generations)
+        self.by_subject: dict[object, list[ParsedCertificate]] = {}
+        self.loaded: dict[bytes, Any] = {}
+        for der in ders:
+            try:
+                parsed = parse_certificate(der)
+                self.loaded[der] = load_certificate(der)
+            except Exception:  # noqa: BLE001 - DERError or cryptography's errors
+                # OpenSSL would not have loaded it either (get_ca_certs lists
+                # what it holds): a root we cannot read anchors nothing.
+                log.debug("fallback: skipping an unreadable trust anchor")
+                continue
+            self.by_subject.setdefault(name_key(parsed.subject), []).append(parsed)
+        self.anchor_ders = frozenset(self.loaded)
+        self.store = Store(list(self.loaded.values())) if self.loaded else None
+
+    def candidates(self, issuer_name: bytes) -> list[ParsedCertificate]:
+        """Anchors whose subject is this name (canonically): the only possible issuers."""
+        return self.by_subject.get(name_key(issuer_name), [])
+
+
+@functools.lru_cache(maxsize=16)
+def _build(ders: tuple[bytes, ...]) -> TrustStore:
+    # Shared by contexts that trust the same set (every create_default_context()
+    # on certifi): ~140 roots parse in milliseconds, once.
+    return TrustStore(ders)
+
+
+#: Where a context keeps its built store, with the stamp it was built for.
+_STORE_KEY = "_aia_trust_store"
+
+
+def _stamp(context: ssl.SSLContext, default_paths: bool,
+           capaths: tuple[str, ...]) -> tuple[object, ...]:
+    """What the context's trust set depends on, cheap to read on every handshake.
+
+    OpenSSL's store only grows (loading a certificate twice keeps one), so its
+    counts change whenever the loaded set does; directories are read by us, so
+    their modification times stand for their contents, as OpenSSL's by_dir
+    lookup sees new files.
+    """
+    paths = list(capaths)
+    if default_paths:
+        defaults = ssl.get_default_verify_paths()
+        paths += [p for p in (defaults.cafile, defaults.capath) if p]
+    stamps: list[tuple[object, ...]] = []
+    for path in paths:
+        try:
+            stat = os.stat(path)
+        except OSError:
+            stamps.append((path, None))
+            continue
+        stamps.append((path, stat.st_mtime_ns, stat.st_size))
+    return (tuple(sorted(context.cert_store_stats().items())), default_paths, capaths,
+            tuple(stamps))
+
+
+def store_for(context: ssl.SSLContext, default_paths: bool,
+              capaths: tuple[str, ...]) -> TrustStore:
+    """The context's trust store, rebuilt only when its CA set changed (issue 13)."""
+    stamp = _stamp(context, default_paths, capaths)
+    attributes = getattr(context, "__dict__", None)
+    if attributes is not None:
+        cached = attributes.get(_STORE_KEY)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]  # type: ignore[no-any-return]
+    store = _build(tuple(trust_anchors(context, default_paths, capaths)))
+    if attributes is not None:
+        attributes[_STORE_KEY] = (stamp, store)  # one assignment: atomic for other threads
+    return store

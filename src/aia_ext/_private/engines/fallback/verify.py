@@ -26,13 +26,14 @@ from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
+from cryptography.x509.verification import PolicyBuilder, VerificationError
 
 from ... import x509_codes as codes
 from ...chase import core as chase
 from ...der import DERError, ParsedCertificate, names_match, parse_certificate
 from ...x509_codes import verification_error
-from .trust_store import load_certificate, trust_anchors
+from . import rules, verdicts
+from .trust_store import TrustStore, load_certificate, store_for
 
 if TYPE_CHECKING:
     from ...options import Options
@@ -42,10 +43,38 @@ log = logging.getLogger(__name__)
 
 # ---- Verification --------------------------------------------------------
 
+#: Certificates larger than this are parsed on every use rather than cached:
+#: real ones are 1-2 KiB, and the caches' memory must stay bounded whatever
+#: servers send (3 caches x 512 entries x 16 KiB at most).
+_CACHED_CERT_BYTES = 16 * 1024
+
+
+def _cached(function: Any) -> Any:
+    cached = functools.lru_cache(maxsize=512)(function)
+
+    @functools.wraps(function)
+    def lookup(der: bytes) -> Any:
+        return cached(der) if len(der) <= _CACHED_CERT_BYTES else function(der)
+
+    return lookup
+
+
+@_cached
+def _parsed(der: bytes) -> ParsedCertificate:
+    """Served certificates repeat on every connection: parsed once."""
+    return parse_certificate(der)
+
+
+@_cached
+def _loaded(der: bytes) -> Any:
+    return load_certificate(der)
+
+
+@_cached
 def _key_ids(der: bytes) -> tuple[bytes | None, bytes | None]:
     """(authority key identifier, subject key identifier) of a certificate."""
     try:
-        cert = load_certificate(der)
+        cert = _loaded(der)
     except Exception:  # noqa: BLE001 - unreadable: no identifiers to compare
         return None, None
     aki = ski = None
@@ -73,7 +102,7 @@ def _issued(child: ParsedCertificate, parent: ParsedCertificate) -> bool:
 
 
 def _walk(leaf: ParsedCertificate, pool: list[ParsedCertificate],
-          anchors: list[ParsedCertificate]) -> tuple[str, ParsedCertificate, int]:
+          trust: TrustStore) -> tuple[str, ParsedCertificate, int]:
     """Build the path upwards from the leaf as OpenSSL's build_chain would.
 
     Returns (outcome, last certificate, its depth), the outcome being
@@ -81,14 +110,13 @@ def _walk(leaf: ParsedCertificate, pool: list[ParsedCertificate],
     an untrusted self-signed certificate) or "missing" (no issuer at all).
     """
     current, depth, seen = leaf, 0, {leaf.der}
-    anchor_ders = {a.der for a in anchors}
     while depth < 16:
         if _issued(current, current):
             # A self-signed certificate is trusted only as itself (OpenSSL's
             # lookup_cert_match), never because an anchor shares its name.
-            outcome = "anchored" if current.der in anchor_ders else "self-signed"
+            outcome = "anchored" if current.der in trust.anchor_ders else "self-signed"
             return outcome, current, depth
-        if any(_issued(current, a) for a in anchors):
+        if any(_issued(current, a) for a in trust.candidates(current.issuer)):
             return "anchored", current, depth
         parent = next((c for c in pool if c.der not in seen and _issued(current, c)), None)
         if parent is None:
@@ -104,7 +132,7 @@ def _classify(message: str, chain: list[ParsedCertificate], at: datetime.datetim
     if "not valid at validation time" in text:
         now = at.timestamp()
         for cert in chain:
-            loaded = load_certificate(cert.der)
+            loaded = _loaded(cert.der)
             if now > loaded.not_valid_after_utc.timestamp():
                 return codes.CERT_HAS_EXPIRED
             if now < loaded.not_valid_before_utc.timestamp():
@@ -112,6 +140,10 @@ def _classify(message: str, chain: list[ParsedCertificate], at: datetime.datetim
         return codes.CERT_HAS_EXPIRED
     if "subjectaltname" in text or "hostname" in text:
         return codes.HOSTNAME_MISMATCH
+    if "too weak" in text:  # a key below cryptography's own floor (the leaf's is judged first)
+        return codes.CA_KEY_TOO_SMALL
+    if "forbidden" in text and "algorithm" in text:  # e.g. a SHA-1 signature
+        return codes.CA_MD_TOO_WEAK
     if "signature" in text:
         return codes.CERT_SIGNATURE_FAILURE
     if "eku" in text or "extended key usage" in text:
@@ -128,23 +160,47 @@ def _classify(message: str, chain: list[ParsedCertificate], at: datetime.datetim
     return codes.UNSPECIFIED
 
 
-@functools.lru_cache(maxsize=16)
-def _anchors(ders: tuple[bytes, ...]) -> tuple[list[ParsedCertificate], Any]:
-    """Parsed anchors and cryptography's Store for one trust set, built once.
+def _to_self_signed(anchor: Any, trust: TrustStore) -> list[Any] | None:
+    """Without PARTIAL_CHAIN, OpenSSL goes on from a trusted certificate that is not
+    self-signed to its own trusted issuer; the certificates that takes, or None."""
+    path: list[Any] = []
+    current = anchor
+    for _ in range(8):
+        issuer_name = current.issuer.public_bytes()
+        found = None
+        for candidate in trust.candidates(issuer_name):
+            cert = trust.loaded.get(candidate.der)
+            if cert is None or cert is current or not rules.akid_matches(current, cert):
+                continue
+            try:
+                current.verify_directly_issued_by(cert)
+            except Exception:  # noqa: BLE001, S112 - not its issuer (signature, name or type)
+                continue
+            found = cert
+            break
+        if found is None:
+            return None
+        path.append(found)
+        if rules.self_signed(found):
+            return path
+        current = found
+    return None
 
-    A system store holds ~150 roots; parsing them on every handshake would
-    cost milliseconds.  Some real roots trip cryptography's deprecation
-    warnings (non-positive serials); they are the user's trust store, which
-    OpenSSL accepts, so the warnings are not ours to raise.
-    """
-    parsed, loaded = [], []
-    for der in ders:
-        try:
-            parsed.append(parse_certificate(der))
-            loaded.append(load_certificate(der))
-        except Exception:  # noqa: BLE001 - DERError or cryptography's errors
-            log.debug("fallback: skipping an unreadable trust anchor")
-    return parsed, (Store(loaded) if loaded else None)
+
+def _judge(path: list[Any], context: ssl.SSLContext, hostname: str | None,
+           trust: TrustStore, level: int) -> tuple[int, list[Any]]:
+    """OpenSSL's checks beyond cryptography's on a validated path (rules.py)."""
+    flags = context.verify_flags
+    if not flags & rules.PARTIAL_CHAIN and not rules.self_signed(path[-1]):
+        rest = _to_self_signed(path[-1], trust)
+        if rest is None:
+            return codes.UNABLE_TO_GET_ISSUER_CERT, path
+        path = [*path, *rest]
+    ders = [c.public_bytes(Encoding.DER) for c in path]
+    code = rules.strict_code(path, ders) if flags & ssl.VERIFY_X509_STRICT else 0
+    # OpenSSL's order: extensions, key and digest levels, name constraints, host.
+    return (code or rules.strength_code(path, level) or rules.name_constraints_code(path)
+            or rules.host_code(path[0], hostname), path)
 
 
 def verify_chain(served: list[bytes], context: ssl.SSLContext, hostname: str | None,
@@ -159,15 +215,19 @@ def verify_chain(served: list[bytes], context: ssl.SSLContext, hostname: str | N
 
     if not served:
         raise verification_error(codes.UNSPECIFIED, "the server sent no certificate")
+    refusal = rules.refuse_crl_flags(context)
+    if refusal is not None:
+        raise verification_error(codes.UNABLE_TO_GET_CRL, refusal)
+    now = at is None
     at = at or datetime.datetime.now(datetime.timezone.utc)
     try:
-        leaf = parse_certificate(served[0])
+        leaf = _parsed(served[0])
         # The intermediates pool is consulted by the chase, as in the native
         # engine, so that reports show it as the source.
-        pool = [parse_certificate(d) for d in served[1:]]
+        pool = [_parsed(d) for d in served[1:]]
     except DERError as exc:
         raise verification_error(codes.UNSPECIFIED, f"unreadable certificate: {exc}") from None
-    anchors, store = _anchors(tuple(trust_anchors(context, default_paths, capaths)))
+    trust = store_for(context, default_paths, capaths)
 
     state: chase.Chase | None = None
 
@@ -175,7 +235,7 @@ def verify_chain(served: list[bytes], context: ssl.SSLContext, hostname: str | N
         if any(c.der == der for c in pool) or der == leaf.der:
             return 0
         try:
-            pool.append(parse_certificate(der))
+            pool.append(_parsed(der))
         except DERError:
             return -1
         return 1
@@ -185,7 +245,7 @@ def verify_chain(served: list[bytes], context: ssl.SSLContext, hostname: str | N
     verified: list[bytes] = []
     try:
         for _round in range(codes.MAX_ROUNDS):
-            outcome, cert, depth = _walk(leaf, pool, anchors)
+            outcome, cert, depth = _walk(leaf, pool, trust)
             if outcome != "missing":
                 break
             if state is None:
@@ -203,25 +263,20 @@ def verify_chain(served: list[bytes], context: ssl.SSLContext, hostname: str | N
     elif outcome == "self-signed":
         code = (codes.DEPTH_ZERO_SELF_SIGNED_CERT if depth == 0
                 else codes.SELF_SIGNED_CERT_IN_CHAIN)
-    elif store is None:
+    elif trust.store is None:
         code = codes.UNABLE_TO_GET_ISSUER_CERT_LOCALLY
     else:
-        builder = PolicyBuilder().store(store).time(at)
-        try:
-            subject: Any = _subject(hostname) if hostname else _any_subject(leaf)
-            path = builder.build_server_verifier(subject).verify(
-                load_certificate(leaf.der), [load_certificate(c.der) for c in pool])
-            verified = [c.public_bytes(Encoding.DER) for c in path]
-        except VerificationError as exc:
-            code = _classify(str(exc), [leaf, *pool], at)
-            if code == codes.HOSTNAME_MISMATCH and isinstance(subject, x509.IPAddress):
-                code = codes.IP_ADDRESS_MISMATCH  # as OpenSSL reports an IP check
-            log.debug("fallback: verification failed (%s): %s", code, exc)
-        except Exception as exc:  # noqa: BLE001 - e.g. ValueError for a name it cannot take
-            # Whatever the verifier cannot judge is a failure (fail closed), and
-            # the chase is finished like any other.
-            code, cause = codes.UNSPECIFIED, exc
-            log.debug("fallback: the verifier raised %s: %s", type(exc).__name__, exc)
+        level = rules.security_level(context)
+        key = (leaf.der, *(c.der for c in pool), hostname, context.verify_flags, level,
+               trust.generation)
+        cached = verdicts.get(key) if now else None
+        if cached is not None:
+            log.debug("fallback: verdict from the cache (a path of %d)", len(cached))
+            verified = list(cached)
+        else:
+            code, verified, cause = _verify_path(leaf, pool, context, hostname, trust, level, at)
+            if not code and now:
+                _remember(key, verified)
     if state is not None:
         chase.finish(state.id, code == 0, code or 0, 0)
     chase_id = state.id if state is not None else 0
@@ -230,6 +285,47 @@ def verify_chain(served: list[bytes], context: ssl.SSLContext, hostname: str | N
         error.aia_chase_id = chase_id  # type: ignore[attr-defined]  # for diagnose()
         raise error from cause
     return chase_id, verified
+
+
+def _verify_path(leaf: ParsedCertificate, pool: list[ParsedCertificate],
+                 context: ssl.SSLContext, hostname: str | None, trust: TrustStore,
+                 level: int, at: datetime.datetime
+                 ) -> tuple[int, list[bytes], Exception | None]:
+    """cryptography's verifier, then OpenSSL's own checks: (code, verified DER, cause)."""
+    subject: Any = None
+    try:
+        leaf_cert = _loaded(leaf.der)
+        # X509_verify_cert judges the leaf's key before building anything.
+        code = rules.leaf_key_code(leaf_cert, level)
+        if code:
+            return code, [], None
+        subject = _subject(hostname) if hostname else _any_subject(leaf)
+        assert trust.store is not None  # verify_chain answers an empty store itself
+        builder = PolicyBuilder().store(trust.store).time(at)
+        path = builder.build_server_verifier(subject).verify(
+            leaf_cert, [_loaded(c.der) for c in pool])
+        code, path = _judge(list(path), context, hostname, trust, level)
+    except VerificationError as exc:
+        code = _classify(str(exc), [leaf, *pool], at)
+        if code == codes.HOSTNAME_MISMATCH and isinstance(subject, x509.IPAddress):
+            code = codes.IP_ADDRESS_MISMATCH  # as OpenSSL reports an IP check
+        log.debug("fallback: verification failed (%s): %s", code, exc)
+        return code, [], None
+    except Exception as exc:  # noqa: BLE001 - e.g. ValueError for a name it cannot take
+        # Whatever the verifier cannot judge is a failure (fail closed).
+        log.debug("fallback: the verifier raised %s: %s", type(exc).__name__, exc)
+        return codes.UNSPECIFIED, [], exc
+    if code:
+        log.debug("fallback: refused as OpenSSL would (%s)", code)
+        return code, [], None
+    return 0, [c.public_bytes(Encoding.DER) for c in path], None
+
+
+def _remember(key: tuple[object, ...], verified: list[bytes]) -> None:
+    certs = [_loaded(d) for d in verified]
+    verdicts.put(key, tuple(verified),
+                 max(c.not_valid_before_utc.timestamp() for c in certs),
+                 min(c.not_valid_after_utc.timestamp() for c in certs))
 
 
 def _subject(hostname: str) -> Any:
@@ -241,7 +337,7 @@ def _subject(hostname: str) -> Any:
 
 def _any_subject(leaf: ParsedCertificate) -> Any:
     """With check_hostname off, any name of the leaf: the path is what is judged."""
-    cert = load_certificate(leaf.der)
+    cert = _loaded(leaf.der)
     try:
         names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         for name in names:

@@ -1,0 +1,188 @@
+#!/usr/bin/env bash
+# The test suite on the CPythons, PyPys and OpenSSLs that Debian ships, each in
+# a chroot made with debootstrap from the Debian package registry (issue 16).
+#
+#   sudo .ci/debian.sh [--wheel FILE] [--sdist FILE] [SUITE...]
+#
+# SUITE is bullseye (CPython 3.9, OpenSSL 1.1.1), stable (CPython 3.13, PyPy
+# 3.11, OpenSSL 3.5) or testing (CPython 3.14 and 3.15, the 3.15 debug build,
+# PyPy, OpenSSL 3.6); all three by default.  Chroots live under
+# $AIA_EXT_CHROOTS (default /var/tmp/aia-ext-chroots) and are reused: a second
+# run only refreshes their packages when the package list below changed.
+# Without --wheel/--sdist, the checkout itself is installed (`pip install .`).
+# Each row prints its interpreter and OpenSSL, then the README's test command's
+# result; the script fails when any row fails.  Mounts are undone on every exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+CHROOTS=${AIA_EXT_CHROOTS:-/var/tmp/aia-ext-chroots}
+MIRROR=${AIA_EXT_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+WHEEL="" SDIST=""
+while [ $# -gt 0 ]; do
+  case $1 in
+    --wheel) WHEEL=$(realpath "$2"); shift 2 ;;
+    --sdist) SDIST=$(realpath "$2"); shift 2 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -*) echo "unknown option: $1" >&2; exit 2 ;;
+    *) break ;;
+  esac
+done
+SUITES=("$@")
+[ ${#SUITES[@]} -gt 0 ] || SUITES=(bullseye stable testing)
+
+if [ "$(id -u)" != 0 ]; then
+  echo "debian.sh needs root (debootstrap, chroot, mount)" >&2
+  exit 2
+fi
+
+# What each suite installs, and the rows it runs: "INTERPRETER INSTALL [MODE]"
+# (.ci/debian_row.sh says what INSTALL and MODE mean).
+packages() {
+  local common="ca-certificates gcc libc6-dev libssl-dev netbase openssl"
+  case $1 in
+    bullseye) echo "$common python3 python3-dev python3-venv" ;;
+    stable) echo "$common python3 python3-dev python3-venv pypy3 pypy3-dev pypy3-venv" ;;
+    testing) echo "$common python3.14 python3.14-dev python3.14-venv python3.15 python3.15-dev" \
+                  "python3.15-venv python3.15-dbg pypy3 pypy3-dev pypy3-venv valgrind" ;;
+    *) echo "unknown suite: $1" >&2; return 2 ;;
+  esac
+}
+rows() {
+  case $1 in
+    bullseye) echo "python3 wheel" ;;
+    stable) printf '%s\n' "python3 wheel" "pypy3 sdist" ;;
+    testing) printf '%s\n' "python3.14 wheel" "python3.15 wheel" "pypy3 nocrypto" \
+                           "python3.15-dbg sdist debug" ;;
+  esac
+}
+
+MOUNTS=()
+cleanup() {
+  local i
+  for ((i = ${#MOUNTS[@]} - 1; i >= 0; i--)); do
+    umount -R -l "${MOUNTS[$i]}" 2>/dev/null || true
+  done
+  MOUNTS=()
+}
+trap cleanup EXIT INT TERM
+
+bind() {  # bind SOURCE TARGET [ro]
+  mkdir -p "$2"
+  mount --rbind "$1" "$2"
+  mount --make-rslave "$2"
+  MOUNTS+=("$2")
+  if [ "${3:-}" = ro ]; then mount -o remount,bind,ro "$2"; fi
+}
+
+# pip inside the chroot must reach the package index the host uses, with the
+# host's configuration and CA bundle; local file:// indexes and find-links
+# directories are bound at the same path (an index with its files).  No index address is written here.
+PIP_FILES=(/etc/pip.conf /etc/xdg/pip "$HOME/.config/pip" "$HOME/.pip")
+host_paths() {
+  { env | grep '^PIP_' | cut -d= -f2-; cat "${PIP_FILES[@]}" 2>/dev/null || true
+    find "${PIP_FILES[@]}" -type f -exec cat {} + 2>/dev/null || true; } \
+  | tr ' \t=' '\n\n\n' | sed -n 's#^file://##; s#^\(/[^ ]*\)$#\1#p' \
+  | while read -r path; do
+      case $path in /etc/*|/usr/*|/root/*|/home/*) continue ;; esac
+      # A PEP 503 index's pages link to files beside "simple": bind its parent.
+      case $path in */simple|*/simple/) path=$(dirname "$path") ;; esac
+      [ -d "$path" ] && echo "$path"
+    done | sort -u
+}
+ca_bundles() {
+  local var
+  for var in "${PIP_CERT:-}" "${SSL_CERT_FILE:-}" "${REQUESTS_CA_BUNDLE:-}" \
+             "$(pip config get global.cert 2>/dev/null || true)"; do
+    [ -n "$var" ] && [ -f "$var" ] && echo "$var"
+  done | sort -u
+}
+
+enter() {  # enter DIR COMMAND...: run in the chroot with a clean environment
+  local dir=$1; shift
+  local env=(HOME=/root LANG=C.UTF-8 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+             DEBIAN_FRONTEND=noninteractive PYTHONDONTWRITEBYTECODE=1)
+  local line
+  while IFS= read -r line; do env+=("$line"); done < <(env | grep -E '^(PIP_|SSL_CERT_|REQUESTS_CA_BUNDLE=)' || true)
+  chroot "$dir" /usr/bin/env -i "${env[@]}" "$@"
+}
+
+prepare() {  # prepare SUITE: create or reuse the chroot, install its packages, mount
+  local suite=$1 dir="$CHROOTS/$1" wanted stamp
+  wanted=$(packages "$suite")
+  if [ ! -x "$dir/usr/bin/apt-get" ]; then
+    command -v debootstrap >/dev/null 2>&1 || apt-get install -y -qq debootstrap >/dev/null
+    echo "creating the $suite chroot in $dir"
+    rm -rf "$dir"
+    mkdir -p "$CHROOTS"
+    debootstrap --variant=minbase "$suite" "$dir" "$MIRROR" > "$CHROOTS/$suite.debootstrap.log" 2>&1 \
+      || { tail -n 20 "$CHROOTS/$suite.debootstrap.log" >&2; return 1; }
+  fi
+  cp /etc/resolv.conf "$dir/etc/resolv.conf"
+  # The tests name their servers "localhost"; minbase may not write /etc/hosts.
+  grep -qs '^127\.0\.0\.1[[:space:]].*localhost' "$dir/etc/hosts" \
+    || printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n' >> "$dir/etc/hosts"
+  mkdir -p "$dir/proc" "$dir/sys" "$dir/dev"
+  mount -t proc proc "$dir/proc"; MOUNTS+=("$dir/proc")
+  bind /sys "$dir/sys"
+  bind /dev "$dir/dev"
+  stamp="$dir/var/lib/aia-ext-packages"
+  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
+    echo "installing into the $suite chroot: $wanted"
+    # testing's Release file may be older than its Valid-Until on a mirror snapshot.
+    # shellcheck disable=SC2086
+    enter "$dir" sh -c "apt-get -o Acquire::Check-Valid-Until=false update -qq \
+      && apt-get install -y -qq --no-install-recommends $wanted" > "$CHROOTS/$suite.apt.log" 2>&1 \
+      || { tail -n 20 "$CHROOTS/$suite.apt.log" >&2; return 1; }
+    echo "$wanted" > "$stamp"
+  fi
+  local path bundle
+  for path in "${PIP_FILES[@]}"; do
+    if [ -e "$path" ]; then mkdir -p "$dir$(dirname "$path")"; cp -a "$path" "$dir$(dirname "$path")/"; fi
+  done
+  while read -r bundle; do
+    [ -n "$bundle" ] || continue
+    mkdir -p "$dir$(dirname "$bundle")"; cp -L "$bundle" "$dir$bundle"
+  done < <(ca_bundles)
+  while read -r path; do
+    [ -n "$path" ] && bind "$path" "$dir$path" ro
+  done < <(host_paths)
+  # The project: its files as git sees them (tests and their data), plus artifacts.
+  rm -rf "$dir/aia-ext"; mkdir -p "$dir/aia-ext/src" "$dir/aia-ext/dist"
+  (cd "$ROOT" && git ls-files -z --cached --others --exclude-standard | tar --null -T - -cf -) \
+    | tar -xf - -C "$dir/aia-ext/src"
+  [ -z "$WHEEL" ] || cp "$WHEEL" "$dir/aia-ext/dist/"
+  [ -z "$SDIST" ] || cp "$SDIST" "$dir/aia-ext/dist/"
+}
+
+status=0
+results=()
+for suite in "${SUITES[@]}"; do
+  start=$SECONDS
+  printf '\n=== [%5ss] Debian %s: chroot\n' "$SECONDS" "$suite"
+  if ! prepare "$suite"; then
+    results+=("$suite: the chroot could not be prepared"); status=1; cleanup; continue
+  fi
+  while read -r python install mode; do
+    printf '\n=== [%5ss] Debian %s: %s (%s)\n' "$SECONDS" "$suite" "$python" "$install"
+    log="$CHROOTS/$suite-$python.log"
+    if enter "$CHROOTS/$suite" bash /aia-ext/src/.ci/debian_row.sh "$python" "$install" "$mode" 2>&1 | tee "$log"; then
+      results+=("Debian $suite $(grep -m1 '^ROW' "$log" | cut -d' ' -f2-): $(tail -n 1 "$log")")
+    else
+      results+=("Debian $suite $(grep -m1 '^ROW' "$log" | cut -d' ' -f2- || echo "$python"): FAILED (log: $log)")
+      status=1
+    fi
+  done < <(rows "$suite")
+  if [ "$suite" = testing ]; then
+    printf '\n=== [%5ss] Debian testing: leak check of our C under valgrind (CPython 3.15)\n' "$SECONDS"
+    if enter "$CHROOTS/$suite" bash -c '. /aia-ext/venv-python3.15/bin/activate && cd /aia-ext/src && bash benchmarks/valgrind.sh 3' 2>&1 | tee "$CHROOTS/valgrind.log"; then
+      results+=("Debian testing CPython 3.15 valgrind: $(tail -n 1 "$CHROOTS/valgrind.log")")
+    else
+      results+=("Debian testing CPython 3.15 valgrind: FAILED"); status=1
+    fi
+  fi
+  cleanup
+  printf '=== Debian %s took %ss\n' "$suite" "$((SECONDS - start))"
+done
+printf '\n=== Debian rows\n'
+printf '%s\n' "${results[@]}"
+exit "$status"

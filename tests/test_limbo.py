@@ -1,0 +1,88 @@
+"""Issue 13's conformance run: the x509-limbo corpus under both engines.
+
+For every case (tests/limbo.py says how one is verified):
+
+- the fallback never accepts what the native engine (this interpreter's
+  OpenSSL) refuses, when limbo expects the case to fail;
+- completing a leaf-only chain from the intermediates pool never accepts, under
+  either engine, what limbo expects to fail and the full chain is refused for.
+
+The default run takes the subset (every non-BetterTLS case, a 1-in-40 sample of
+BetterTLS); ``AIA_EXT_LIMBO=full`` takes all 9,780 cases (``.ci/run``).
+Where the fallback is stricter, that is allowed; docs/engines.md lists the
+classes.
+"""
+
+from __future__ import annotations
+
+import collections
+
+import pytest
+
+import aia_ext
+
+from . import limbo
+
+pytestmark = pytest.mark.engine_agnostic
+
+
+@pytest.fixture(scope="module")
+def cases() -> list[dict]:
+    try:
+        aia_ext._private.binding.bind()
+    except aia_ext.UnsupportedPlatformError as exc:
+        pytest.skip(f"no native engine to compare with here: {exc}")
+    return limbo.load()
+
+
+@pytest.fixture(scope="module")
+def served(cases: list[dict]) -> dict[tuple[str, str], limbo.Verdict]:
+    """Every case's verdict with its intermediates served, under each engine (once)."""
+    return {(case["id"], which): limbo.verify(case, which, "served")
+            for case in cases for which in ("native", "fallback")}
+
+
+def _expects_failure(case: dict) -> bool:
+    return bool(case["expected_result"] == "FAILURE")
+
+
+def test_the_corpus_is_all_there(cases):
+    # Every non-BetterTLS namespace is kept whole in the subset.
+    namespaces = collections.Counter(c["id"].split("::")[0] for c in cases)
+    assert {"rfc5280", "webpki", "pathlen", "pathological", "crl", "cve"} <= set(namespaces)
+    assert namespaces["rfc5280"] >= 90 and namespaces["webpki"] >= 50
+    assert namespaces["bettertls"] >= 200
+
+
+def test_the_fallback_is_never_looser_than_openssl(cases, served):
+    looser, stricter = [], collections.Counter()
+    for case in cases:
+        native = served[case["id"], "native"]
+        fallback = served[case["id"], "fallback"]
+        if _expects_failure(case) and not native.ok and fallback.ok:
+            looser.append(case["id"])
+        if native.ok and not fallback.ok:
+            stricter[case["id"].split("::")[0]] += 1
+    assert looser == [], f"the fallback accepts what OpenSSL refuses: {looser}"
+    print(f"{len(cases)} cases; the fallback is stricter on {sum(stricter.values())}: "
+          f"{dict(stricter)}")
+
+
+@pytest.mark.parametrize("which", ["native", "fallback"])
+def test_the_pool_never_accepts_a_refused_chain(cases, served, which):
+    false_accepts = []
+    for case in cases:
+        if not case["untrusted_intermediates"] or not _expects_failure(case):
+            continue
+        if served[case["id"], which].ok:
+            continue
+        if limbo.verify(case, which, "pool").ok:
+            false_accepts.append(case["id"])
+    assert false_accepts == []
+
+
+def test_the_fallback_reads_every_case(cases, served):
+    # No case ends in an exception other than a verdict.
+    errors = [(c["id"], served[c["id"], "fallback"].error) for c in cases
+              if served[c["id"], "fallback"].error]
+    assert errors == []
