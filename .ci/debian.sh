@@ -110,7 +110,10 @@ prepare() {  # prepare SUITE: create or reuse the chroot, install its packages, 
   local suite=$1 dir="$CHROOTS/$1" wanted stamp
   wanted=$(packages "$suite")
   if [ ! -x "$dir/usr/bin/apt-get" ]; then
-    command -v debootstrap >/dev/null 2>&1 || apt-get install -y -qq debootstrap >/dev/null
+    if ! command -v debootstrap >/dev/null 2>&1; then
+      apt-get install -y -qq debootstrap >/dev/null 2>&1 \
+        || { apt-get update -qq && apt-get install -y -qq debootstrap >/dev/null; }
+    fi
     echo "creating the $suite chroot in $dir"
     rm -rf "$dir"
     mkdir -p "$CHROOTS"
