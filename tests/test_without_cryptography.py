@@ -130,7 +130,8 @@ def lab(tmp_path: Path) -> Iterator[dict[str, Any]]:
     _make_chain(tmp_path, url)
     aia.body = (tmp_path / "intermediate.der").read_bytes()
     server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server_context.load_cert_chain(tmp_path / "leaf.pem", tmp_path / "leaf.key")
+    # str: PyPy 3.9's load_cert_chain takes no path objects.
+    server_context.load_cert_chain(str(tmp_path / "leaf.pem"), str(tmp_path / "leaf.key"))
     listener = socket.create_server(("127.0.0.1", 0))
     stop = threading.Event()
     threads = [threading.Thread(target=aia.serve_forever, daemon=True),
