@@ -231,11 +231,17 @@ class _Run:
         self.context = _context(args)
         self.lock = threading.Lock()
         self.done = 0
+        # Imported here, on the main thread, before any worker starts: before
+        # 3.9.3 (bpo-43517) concurrent first imports of one module were taken for
+        # a circular import ("cannot import name 'diagnose' from partially
+        # initialized module", seen on Debian 11's 3.9.2: issue 16).
+        from .diagnose import diagnose  # cryptography: only for `check`
+
+        self.diagnose = diagnose
 
     def check(self, target: str) -> tuple[str, Diagnosis | None, str]:
         """(verdict, the diagnosis or None, the error message)."""
-        from .diagnose import diagnose  # cryptography: only for `check`
-
+        diagnose = self.diagnose
         args = self.args
         client = (args.cert, args.key) if args.cert else None
         kwargs: dict[str, Any] = {"hostname": args.hostname, "at": self.at,
