@@ -235,6 +235,7 @@ class _Run:
         # 3.9.3 (bpo-43517) concurrent first imports of one module were taken for
         # a circular import ("cannot import name 'diagnose' from partially
         # initialized module", seen on Debian 11's 3.9.2: issue 16).
+        from .chase import core  # noqa: F401  # the chase, which workers reach too
         from .diagnose import diagnose  # cryptography: only for `check`
 
         self.diagnose = diagnose

@@ -60,6 +60,10 @@ class FallbackEngine:
         except ImportError as exc:
             raise missing_cryptography(f"The fallback engine ({_why_not_native()})",
                                        exc) from exc
+        # The verifier, on the enabling thread: handshakes in several threads would
+        # otherwise import it at once, which CPython before 3.9.3 may take for a
+        # circular import and refuse (bpo-43517; seen on Debian 11: issue 16).
+        from . import verify  # noqa: F401
         state = state_of(context)
         if state is not None:
             state.options = options
