@@ -39,6 +39,7 @@ from cryptography.x509.oid import ExtensionOID, SignatureAlgorithmOID
 
 from ... import x509_codes as codes
 from ...der import DERError, children, element, names_match
+from ...targets import is_ip_literal
 
 #: Bits of security each level asks for (SSL_CTX_set_security_level(3)).
 _MIN_BITS = (0, 80, 112, 128, 192, 256)
@@ -345,7 +346,7 @@ def host_code(leaf: Any, hostname: str | None) -> int:
     ``hostname_checks_common_name`` off (CPython's default) OpenSSL never falls
     back to the subject's CN, and neither does cryptography.
     """
-    if not hostname or _is_ip(hostname):
+    if not hostname or is_ip_literal(hostname.strip("[]")):
         return 0
     san = _extension(leaf, ExtensionOID.SUBJECT_ALTERNATIVE_NAME)
     names = san.value.get_values_for_type(x509.DNSName) if san is not None else []
@@ -356,12 +357,3 @@ def host_code(leaf: Any, hostname: str | None) -> int:
         pass
     return 0 if any(dns_name_matches(n, host) for n in names) else codes.HOSTNAME_MISMATCH
 
-
-def _is_ip(hostname: str) -> bool:
-    import ipaddress
-
-    try:
-        ipaddress.ip_address(hostname.strip("[]"))
-    except ValueError:
-        return False
-    return True

@@ -188,19 +188,20 @@ def _to_self_signed(anchor: Any, trust: TrustStore) -> list[Any] | None:
 
 
 def _judge(path: list[Any], context: ssl.SSLContext, hostname: str | None,
-           trust: TrustStore, level: int) -> tuple[int, list[Any]]:
-    """OpenSSL's checks beyond cryptography's on a validated path (rules.py)."""
+           trust: TrustStore, level: int) -> tuple[int, list[bytes]]:
+    """OpenSSL's checks beyond cryptography's on a validated path (rules.py):
+    (code, the path as OpenSSL would build it, DER, leaf first)."""
     flags = context.verify_flags
     if not flags & rules.PARTIAL_CHAIN and not rules.self_signed(path[-1]):
         rest = _to_self_signed(path[-1], trust)
         if rest is None:
-            return codes.UNABLE_TO_GET_ISSUER_CERT, path
+            return codes.UNABLE_TO_GET_ISSUER_CERT, []
         path = [*path, *rest]
     ders = [c.public_bytes(Encoding.DER) for c in path]
     code = rules.strict_code(path, ders) if flags & ssl.VERIFY_X509_STRICT else 0
     # OpenSSL's order: extensions, key and digest levels, name constraints, host.
     return (code or rules.strength_code(path, level) or rules.name_constraints_code(path)
-            or rules.host_code(path[0], hostname), path)
+            or rules.host_code(path[0], hostname), ders)
 
 
 def verify_chain(served: list[bytes], context: ssl.SSLContext, hostname: str | None,
@@ -304,7 +305,7 @@ def _verify_path(leaf: ParsedCertificate, pool: list[ParsedCertificate],
         builder = PolicyBuilder().store(trust.store).time(at)
         path = builder.build_server_verifier(subject).verify(
             leaf_cert, [_loaded(c.der) for c in pool])
-        code, path = _judge(list(path), context, hostname, trust, level)
+        code, verified = _judge(list(path), context, hostname, trust, level)
     except VerificationError as exc:
         code = _classify(str(exc), [leaf, *pool], at)
         if code == codes.HOSTNAME_MISMATCH and isinstance(subject, x509.IPAddress):
@@ -318,7 +319,7 @@ def _verify_path(leaf: ParsedCertificate, pool: list[ParsedCertificate],
     if code:
         log.debug("fallback: refused as OpenSSL would (%s)", code)
         return code, [], None
-    return 0, [c.public_bytes(Encoding.DER) for c in path], None
+    return 0, verified, None
 
 
 def _remember(key: tuple[object, ...], verified: list[bytes]) -> None:
