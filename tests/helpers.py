@@ -102,3 +102,18 @@ def chain_lengths(context: ssl.SSLContext, srv: TLSServer) -> tuple[int, int]:
 
 def fetches_of(aia: AIAServer, chain: Chain) -> int:
     return sum(aia.hits[p] for p in chain.paths)
+
+
+def subject_hash(cert: Cert) -> str:
+    """The file name OpenSSL's capath lookup reads ``cert`` from (``openssl rehash``)."""
+    from cryptography.hazmat.bindings.openssl.binding import Binding
+
+    ffi, lib = Binding.ffi, Binding.lib
+    der = cert.der
+    bio = lib.BIO_new_mem_buf(der, len(der))
+    x509 = lib.d2i_X509_bio(bio, ffi.NULL)
+    lib.BIO_free(bio)
+    try:
+        return f"{lib.X509_NAME_hash(lib.X509_get_subject_name(x509)):08x}.0"
+    finally:
+        lib.X509_free(x509)

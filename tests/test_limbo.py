@@ -1,9 +1,12 @@
-"""Issue 13's conformance run: the x509-limbo corpus under both engines.
+"""Issues 13 and 20: the x509-limbo corpus under both engines.
 
 For every case (tests/limbo.py says how one is verified):
 
 - the fallback never accepts what the native engine (this interpreter's
   OpenSSL) refuses, when limbo expects the case to fail;
+- the fallback never refuses what the native engine accepts, when limbo
+  expects the case to succeed (issue 20: it was 5 on 3ae6f06);
+- where both refuse, they give the same verify code;
 - completing a leaf-only chain from the intermediates pool never accepts, under
   either engine, what limbo expects to fail and the full chain is refused for.
 
@@ -66,6 +69,24 @@ def test_the_fallback_is_never_looser_than_openssl(cases, served):
     assert looser == [], f"the fallback accepts what OpenSSL refuses: {looser}"
     print(f"{len(cases)} cases; the fallback is stricter on {sum(stricter.values())}: "
           f"{dict(stricter)}")
+
+
+def test_the_fallback_never_refuses_what_openssl_accepts(cases, served):
+    false_rejects = [case["id"] for case in cases
+                     if not _expects_failure(case) and served[case["id"], "native"].ok
+                     and not served[case["id"], "fallback"].ok]
+    assert false_rejects == []
+
+
+def test_both_engines_refuse_with_the_same_code(cases, served):
+    differ = []
+    for case in cases:
+        native, fallback = served[case["id"], "native"], served[case["id"], "fallback"]
+        # -1: the native offline harness refused to load the chain (more than
+        # AIA_MAX_OFFLINE_CHAIN certificates); a handshake has no such limit.
+        if not native.ok and not fallback.ok and native.code not in (fallback.code, -1):
+            differ.append((case["id"], native.code, fallback.code))
+    assert differ == []
 
 
 @pytest.mark.parametrize("which", ["native", "fallback"])

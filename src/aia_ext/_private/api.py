@@ -18,6 +18,7 @@ from .options import DEFAULT, Options, documented, make_options
 from .stdlib_ssl import (
     STDLIB_CONTEXT,
     is_standard_context,
+    load_pem_file_data,
     new_plain_context,
     record_trust_sources,
     trust_sources,
@@ -181,31 +182,31 @@ def derive_context(base: ssl.SSLContext, *, verify: bool,
         context.verify_mode = ssl.CERT_NONE
         return context
     context.verify_flags = base.verify_flags
+    engine = engines.enabled_engine(base)
+    options = (engine.options_of(base) if engine is not None else None) or DEFAULT
+    # Enabled before anything is loaded, so that the context records what it
+    # loads (the fallback engine reads it back: engines/fallback/sources.py).
+    adopt(context, options, always_switch=True)
     if trust is not None:
         path = os.fspath(trust)
         if os.path.isdir(path):
             context.load_verify_locations(capath=path)
-            record_trust_sources(context, capath=path)
         else:
             context.load_verify_locations(cafile=path)
-    else:
-        ders = base.get_ca_certs(binary_form=True)
-        if ders:
-            # PEM, not concatenated DER: PyPy 3.11's _ssl raises at the end of DER
-            # data with OpenSSL 3.5 ("not enough data"), where PEM ends cleanly.
-            context.load_verify_locations(
-                cadata="".join(ssl.DER_cert_to_PEM_cert(d) for d in ders))
-        default_paths, capaths = trust_sources(base)
-        if default_paths:
-            context.set_default_verify_paths()
-        for capath in capaths:
-            context.load_verify_locations(capath=capath)
-        record_trust_sources(context, default_paths=default_paths)
-        for capath in capaths:
-            record_trust_sources(context, capath=capath)
-    engine = engines.enabled_engine(base)
-    options = (engine.options_of(base) if engine is not None else None) or DEFAULT
-    return adopt(context, options, always_switch=True)
+        return context
+    sources = trust_sources(base)
+    ders = list(dict.fromkeys([*base.get_ca_certs(binary_form=True), *sources.certificates]))
+    if ders:
+        # PEM, not concatenated DER: PyPy 3.11's _ssl raises at the end of DER
+        # data with OpenSSL 3.5 ("not enough data"), where PEM ends cleanly.
+        context.load_verify_locations(cadata="".join(ssl.DER_cert_to_PEM_cert(d) for d in ders))
+    if sources.default_paths:
+        context.set_default_verify_paths()
+    for capath in sources.capaths:
+        context.load_verify_locations(capath=capath)
+    for blocks in sources.files:
+        load_pem_file_data(context, blocks)
+    return context
 
 
 def _system_store_has_certificates(context: ssl.SSLContext) -> str | None:
@@ -262,11 +263,14 @@ def create_default_context_with(purpose: ssl.Purpose, cafile: StrPath | None,
         else:
             system_store = True
             log.debug("using the system trust store (%s)", source)
-    # What get_ca_certs() cannot list (default paths, a capath), for an
-    # engine that reads the trust store itself.
-    record_trust_sources(context, default_paths=system_store,
-                                 capath=os.fspath(capath) if capath is not None else None)
-    return adopt(context, options, always_switch=True)
+    adopt(context, options, always_switch=True)
+    # What get_ca_certs() cannot list (default paths, a capath, a CA file's
+    # non-CA certificates and CRLs), for an engine that reads the trust
+    # store itself; loaded before the context became ours.
+    record_trust_sources(context, default_paths=system_store)
+    if isinstance(context, VerifyingContext):
+        context.record_loaded(cafile, capath, cadata)
+    return context
 
 
 def clear_cache() -> None:

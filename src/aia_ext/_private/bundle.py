@@ -50,7 +50,13 @@ NO_CERTIFICATE = "no certificate"
 
 
 def pem_blocks(data: bytes, limit: int) -> list[bytes]:
-    """The decoded contents of the certificate-bearing PEM blocks of ``data``, in order.
+    """The decoded contents of the certificate-bearing PEM blocks of ``data``, in order."""
+    return [der for _label, der in labelled_pem_blocks(data, limit, _PEM_LABELS)]
+
+
+def labelled_pem_blocks(data: bytes, limit: int,
+                        labels: frozenset[bytes]) -> list[tuple[bytes, bytes]]:
+    """(label, decoded contents) of the PEM blocks of ``data`` with one of ``labels``.
 
     A block runs from a BEGIN marker to the next END marker with the same
     label; a BEGIN before that END restarts it.  Blocks whose base64 does not
@@ -60,7 +66,7 @@ def pem_blocks(data: bytes, limit: int) -> list[bytes]:
     stopped, and the position of the next END marker is remembered, so a
     flood of BEGIN markers before one distant END is not rescanned per BEGIN.
     """
-    out: list[bytes] = []
+    out: list[tuple[bytes, bytes]] = []
     pos, next_end = 0, -1
     while len(out) < limit:
         begin = data.find(_BEGIN, pos)
@@ -81,10 +87,10 @@ def pem_blocks(data: bytes, limit: int) -> list[bytes]:
             pos = restart  # a BEGIN before this block's END: it starts over there
             continue
         pos = next_end + len(_END)
-        if label not in _PEM_LABELS or data[pos : pos + len(label) + 5] != label + _DASHES:
+        if label not in labels or data[pos : pos + len(label) + 5] != label + _DASHES:
             continue
         try:
-            out.append(binascii.a2b_base64(b"".join(data[body_start:next_end].split())))
+            out.append((label, binascii.a2b_base64(b"".join(data[body_start:next_end].split()))))
         except binascii.Error:
             log.debug("skipping a PEM block whose base64 does not decode")
     return out

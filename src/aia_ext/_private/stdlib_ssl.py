@@ -11,8 +11,9 @@ other module can ask for them by name (in the manner of truststore's
 
 from __future__ import annotations
 
+import os
 import ssl
-from typing import Any
+from typing import Any, NamedTuple
 
 
 def _find_stdlib_class() -> type[ssl.SSLContext]:
@@ -98,21 +99,53 @@ def is_standard_context(obj: object) -> bool:
 
 
 # What was loaded into a context that ``get_ca_certs()`` cannot list: the
-# default verify paths and capaths are looked up lazily by OpenSSL.  An
+# default verify paths and capaths are looked up lazily by OpenSSL, and a CA
+# file's CRLs and certificates with trust settings are not listed at all.  An
 # engine that reads the trust store itself needs to know them.
 _SOURCES_KEY = "_aia_trust_sources"
 
+class TrustSources(NamedTuple):
+    """What a context trusts beyond the certificates ``get_ca_certs()`` lists."""
 
-def trust_sources(context: object) -> tuple[bool, tuple[str, ...]]:
-    """(default paths loaded, capaths loaded) as recorded for ``context``."""
+    default_paths: bool  # set_default_verify_paths() / load_default_certs() ran
+    capaths: tuple[str, ...]  # hashed directories given to load_verify_locations
+    files: tuple[bytes, ...]  # PEM that only OpenSSL's file reader understands
+    certificates: tuple[bytes, ...]  # DER loaded from files and data, CA or not
+
+
+def trust_sources(context: object) -> TrustSources:
+    """The sources recorded for ``context``."""
     sources = getattr(context, "__dict__", {}).get(_SOURCES_KEY)
-    return (sources[0], tuple(sources[1])) if sources else (False, ())
+    if not sources:
+        return TrustSources(False, (), (), ())
+    return TrustSources(sources[0], tuple(sources[1]), tuple(sources[2]),
+                        tuple(der for group in sources[3] for der in group))
 
 
 def record_trust_sources(context: object, default_paths: bool = False,
-                         capath: str | None = None) -> None:
-    """Note that the default paths or a capath were loaded into ``context``."""
-    sources = context.__dict__.setdefault(_SOURCES_KEY, [False, []])
+                         capath: str | None = None, files: bytes | None = None,
+                         certificates: tuple[bytes, ...] = ()) -> None:
+    """Note what was loaded into ``context``: the default paths, a capath, a CA file's
+    CRLs and trusted certificates (PEM), certificates (DER)."""
+    sources = context.__dict__.setdefault(_SOURCES_KEY, [False, [], [], []])
     sources[0] = sources[0] or default_paths
     if capath is not None:
         sources[1].append(capath)
+    if files:
+        sources[2].append(files)
+    if certificates:
+        sources[3].append(certificates)  # a group, often shared with other contexts
+
+
+def load_pem_file_data(context: ssl.SSLContext, data: bytes) -> None:
+    """``load_verify_locations(cafile=...)`` for PEM held in memory (CRLs, trusted
+    certificates: ``cadata`` takes neither), through a private temporary file."""
+    import tempfile  # rare: only for contexts derived from one that loaded CRLs
+
+    fd, path = tempfile.mkstemp(prefix="aia-ext-trust-", suffix=".pem")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        context.load_verify_locations(cafile=path)
+    finally:
+        os.unlink(path)

@@ -60,6 +60,8 @@ MISSING_ISSUER = frozenset({UNABLE_TO_GET_ISSUER_CERT, UNABLE_TO_GET_ISSUER_CERT
 #: guarantees termination.  The C part has the same number (AIA_MAX_ROUNDS in
 #: csrc/aia_ext.h).
 MAX_ROUNDS = 32
+#: Certificates in one verification's untrusted stack, at most (AIA_MAX_UNTRUSTED).
+MAX_UNTRUSTED = 128
 
 #: OpenSSL's texts for the codes above (x509_txt.c, 3.0 wording).
 TEXT = {
@@ -108,12 +110,20 @@ def text(code: int) -> str:
     return TEXT.get(code, TEXT[UNSPECIFIED])
 
 
-def verification_error(code: int, detail: str = "") -> ssl.SSLCertVerificationError:
-    """An SSLCertVerificationError shaped like the one _ssl raises for ``code``."""
-    message = text(code)
+def verification_error(code: int, detail: str = "", *, message: str | None = None,
+                       suffix: str = "") -> ssl.SSLCertVerificationError:
+    """An SSLCertVerificationError shaped like the one _ssl raises for ``code``.
+
+    ``message`` is the verify message (OpenSSL's text for ``code`` unless
+    given); ``suffix`` is what _ssl appends, e.g. ``(_ssl.c:1000)``; ``detail``
+    explains a failure OpenSSL never reports itself (shown in parentheses).
+    """
+    message = text(code) if message is None else message
     line = f"[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: {message}"
     if detail:
         line += f" ({detail})"
+    if suffix:
+        line += f" {suffix}"
     error = ssl.SSLCertVerificationError(1, line)
     error.verify_code = code
     error.verify_message = message

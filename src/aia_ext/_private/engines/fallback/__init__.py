@@ -6,10 +6,12 @@ For interpreters whose OpenSSL the native engine cannot reach
 
 - ``context``: ``VerifyingContext`` (the base of ``aia_ext.SSLContext``) and the
   sockets that verify before ``do_handshake()`` returns;
-- ``verify``: the path walk, the chase, and cryptography's verdict mapped to
-  OpenSSL's codes;
-- ``trust_store``: the context's CA certificates, as OpenSSL would find them;
-- ``peercert``: ``getpeercert()``'s dictionary without OpenSSL.
+- ``verify``: the chase loop around OpenSSL's verifier, and the security level;
+- ``openssl``: ``X509_verify_cert`` through cryptography's OpenSSL binding;
+- ``trust_store``: the context's trust material, as OpenSSL would find it;
+- ``rules``: key and digest strength at the context's security level;
+- ``failures``: exceptions worded and numbered as this interpreter's ssl does;
+- ``verdicts``: the cache of successful verdicts.
 """
 
 from __future__ import annotations
@@ -21,11 +23,7 @@ from typing import TYPE_CHECKING, Any
 from ... import binding
 from ...errors import UnsupportedPlatformError, missing_cryptography
 from ...options import Options
-from ...stdlib_ssl import (
-    openssl_check_hostname,
-    openssl_verify_mode,
-    trust_sources,
-)
+from ...stdlib_ssl import trust_sources
 from ..base import ConnectionChase, EngineName, OfflineResult, importable
 
 if TYPE_CHECKING:
@@ -37,7 +35,6 @@ from .context import (
     STATE_KEY,
     FallbackState,
     VerifyingContext,
-    set_openssl_level,
     state_of,
 )
 
@@ -49,44 +46,42 @@ class FallbackEngine:
     needs_context_class = True
 
     def available(self) -> bool:
-        return importable("cryptography.x509.verification")
+        return importable("cryptography.hazmat.bindings.openssl.binding")
 
     def enable(self, context: Any, options: Options) -> None:
         try:
             # A real import, not a probe: a wheel may be installed yet not load
-            # (cryptography 47+ on PyPy 7.3.19), and the verifier must exist
-            # before any connection relies on it.
-            import cryptography.x509.verification  # noqa: F401
+            # (cryptography 47+ on PyPy 7.3.19), its binding may lack a function
+            # (openssl.REQUIRED), and the verifier must exist before any
+            # connection relies on it.  On the enabling thread: handshakes in
+            # several threads would otherwise import it at once, which CPython
+            # before 3.9.3 may take for a circular import and refuse
+            # (bpo-43517; seen on Debian 11: issue 16).
+            from . import verify  # noqa: F401
         except ImportError as exc:
             raise missing_cryptography(f"The fallback engine ({_why_not_native()})",
                                        exc) from exc
-        # The verifier, on the enabling thread: handshakes in several threads would
-        # otherwise import it at once, which CPython before 3.9.3 may take for a
-        # circular import and refuse (bpo-43517; seen on Debian 11: issue 16).
-        from . import verify  # noqa: F401
         state = state_of(context)
         if state is not None:
             state.options = options
             return
         if not isinstance(context, VerifyingContext):
             raise UnsupportedPlatformError(
-                f"{_why_not_native()} So a plain ssl.SSLContext cannot be enabled in place "
-                "here: use aia_ext.create_default_context(), aia_ext.SSLContext(...) or "
+                f"{_why_not_native()} This {type(context).__module__}."
+                f"{type(context).__name__} cannot be enabled in place here: use "
+                "aia_ext.create_default_context(), aia_ext.SSLContext(...) or "
                 "aia_ext.inject_into_ssl(), which verify after the handshake instead.")
-        # OpenSSL must not verify (it would fail on the incomplete chain); the
-        # caller-facing values live in the state and are enforced after the handshake.
-        state = FallbackState(options, openssl_verify_mode(context),
-                              openssl_check_hostname(context))
-        set_openssl_level(context, ssl.CERT_NONE, False)
-        context.__dict__[STATE_KEY] = state
+        # The context's OpenSSL settings stay as they are: only client
+        # connections set OpenSSL's verification aside, each for itself
+        # (context.py), and are verified after their handshake.
+        context.__dict__[STATE_KEY] = FallbackState(options)
 
     def disable(self, context: Any) -> bool:
-        """Put OpenSSL's verification back as the caller set it."""
         state = state_of(context)
         if state is None:
             return False
-        del context.__dict__[STATE_KEY]
-        set_openssl_level(context, state.verify_mode, state.check_hostname)
+        with state.lock:
+            del context.__dict__[STATE_KEY]
         return True
 
     def is_enabled(self, context: Any) -> bool:
@@ -112,12 +107,11 @@ class FallbackEngine:
         state = state_of(context)
         if state is None:
             raise ValueError("the context is not enabled with the fallback engine")
-        default_paths, capaths = trust_sources(context)
         try:
             chase_id, chain = verify_chain(ders, context, hostname, state.options,
-                                           default_paths, capaths, at)
+                                           trust_sources(context), at)
         except ssl.SSLCertVerificationError as exc:
-            return OfflineResult(False, exc.verify_code, 0, (),
+            return OfflineResult(False, exc.verify_code, getattr(exc, "aia_depth", 0), (),
                                  getattr(exc, "aia_chase_id", 0))
         return OfflineResult(True, 0, 0, tuple(chain), chase_id)
 

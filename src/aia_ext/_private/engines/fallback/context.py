@@ -1,10 +1,22 @@
-"""The fallback engine's context and sockets: verification after the handshake.
+"""The fallback engine's context and sockets: client connections verified after the handshake.
 
-OpenSSL's verification is switched off underneath, while the context keeps
-showing and enforcing the ``verify_mode`` and ``check_hostname`` the caller
-set; the sockets and objects it creates verify the served chain in Python
-(verify.py) before ``do_handshake()`` returns, and close the connection on
-failure.  No application data is exchanged on an unverified connection.
+The context keeps exactly the OpenSSL settings its owner gives it: a
+server-side connection (a client's certificate, post-handshake
+authentication) is created and verified by OpenSSL as in plain ``ssl``
+(issue 20: the fallback must never turn OpenSSL's verification off for a
+server).  Only while a *client* connection is created is OpenSSL's
+verification set aside, for that one ``SSL`` object: ``SSL_new()`` copies
+the context's verify mode, and CPython sets the peer name on the new
+connection from ``check_hostname`` (``_ssl_configure_hostname``).  So the
+two are switched off around ``_wrap_socket()``/``_wrap_bio()`` under a lock
+and put back at once; the lock also makes readers of ``verify_mode`` and
+``check_hostname`` on other threads wait for the switch to end, so nobody
+ever sees the momentary value.
+
+The sockets and objects created for a client verify the served chain in
+Python (verify.py, with OpenSSL's own verifier) before ``do_handshake()``
+returns, and close the connection on failure: no application data is
+exchanged on an unverified connection.
 
 ``VerifyingContext`` is the base of the public ``aia_ext.SSLContext``.  With
 no fallback state attached (the native engine is in force) every override
@@ -15,6 +27,8 @@ from __future__ import annotations
 
 import os
 import ssl
+import threading
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from ... import binding
@@ -44,13 +58,15 @@ STATE_KEY = "_aia_fallback"
 class FallbackState:
     """What the fallback engine keeps on a context it verifies for."""
 
-    __slots__ = ("check_hostname", "options", "verify_mode")
+    __slots__ = ("lock", "options")
 
-    def __init__(self, options: Options, verify_mode: ssl.VerifyMode,
-                 check_hostname: bool) -> None:
+    def __init__(self, options: Options) -> None:
         self.options = options
-        self.verify_mode = verify_mode  # as the caller set it (OpenSSL's own is CERT_NONE)
-        self.check_hostname = check_hostname
+        # Held while a client connection is created with OpenSSL's
+        # verification set aside, and by every reader and writer of the
+        # verification settings meanwhile.  Re-entrant: PyPy's _wrap_socket
+        # reads check_hostname back through the property.
+        self.lock = threading.RLock()
 
 
 def state_of(context: object) -> FallbackState | None:
@@ -58,36 +74,24 @@ def state_of(context: object) -> FallbackState | None:
     return state if isinstance(state, FallbackState) else None
 
 
-def set_openssl_level(context: object, verify_mode: ssl.VerifyMode, check_hostname: bool) -> None:
-    """Set what OpenSSL itself enforces, leaving the caller-facing values alone.
-
-    PyPy's C-base setters read ``self.check_hostname`` back, which our property
-    answers from the state; the state is set aside meanwhile so that they see
-    OpenSSL's own value.
-    """
-    attributes = context.__dict__
-    state = attributes.pop(STATE_KEY, None)
-    try:
-        set_openssl_verification(context, verify_mode, check_hostname)
-    finally:
-        if state is not None:
-            attributes[STATE_KEY] = state
-
-
-#: Where a verified connection keeps its chase id and verified chain.
+#: Where a connection keeps what its verification needs and found.
+SETTINGS_KEY = "_aia_verify"
 CHASE_KEY, CHAIN_KEY = "_aia_chase_id", "_aia_chain"
 
 
 class VerifyingContext(_Base):
-    """An ``ssl.SSLContext`` whose sockets verify after the handshake when the fallback
-    engine is attached; a plain context otherwise."""
+    """An ``ssl.SSLContext`` whose client connections verify after the handshake when the
+    fallback engine is attached; a plain context otherwise."""
 
-    # -- what the caller sees and sets, kept apart from OpenSSL's in fallback mode
+    # -- the verification settings: OpenSSL's own, read and set under the lock
 
     @property  # type: ignore[override]
     def verify_mode(self) -> ssl.VerifyMode:
         state = state_of(self)
-        return state.verify_mode if state else openssl_verify_mode(self)
+        if state is None:
+            return openssl_verify_mode(self)
+        with state.lock:
+            return openssl_verify_mode(self)
 
     @verify_mode.setter
     def verify_mode(self, value: ssl.VerifyMode) -> None:
@@ -95,15 +99,16 @@ class VerifyingContext(_Base):
         if state is None:
             set_openssl_verify_mode(self, value)
             return
-        mode = ssl.VerifyMode(value)
-        if mode == ssl.CERT_NONE and state.check_hostname:
-            raise ValueError("Cannot set verify_mode to CERT_NONE when check_hostname is enabled.")
-        state.verify_mode = mode
+        with state.lock:
+            set_openssl_verify_mode(self, value)
 
     @property
     def check_hostname(self) -> bool:
         state = state_of(self)
-        return state.check_hostname if state else openssl_check_hostname(self)
+        if state is None:
+            return openssl_check_hostname(self)
+        with state.lock:
+            return openssl_check_hostname(self)
 
     @check_hostname.setter
     def check_hostname(self, value: bool) -> None:
@@ -111,9 +116,8 @@ class VerifyingContext(_Base):
         if state is None:
             set_openssl_check_hostname(self, value)
             return
-        state.check_hostname = bool(value)
-        if state.check_hostname and state.verify_mode == ssl.CERT_NONE:
-            state.verify_mode = ssl.CERT_REQUIRED  # as ssl.SSLContext does
+        with state.lock:
+            set_openssl_check_hostname(self, value)
 
     # -- composing with wrappers that reconfigure the context (truststore)
 
@@ -135,15 +139,22 @@ class VerifyingContext(_Base):
     def sslobject_class(self, cls: type[ssl.SSLObject]) -> None:
         self.__dict__["_aia_sslobject_class"] = combine_classes(AIASSLObject, cls)
 
-    def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
-        _take_over_openssl_settings(self)
-        return super().wrap_socket(*args, **kwargs)
+    # -- creating connections: the one place OpenSSL's verification is set aside
 
-    def wrap_bio(self, *args: Any, **kwargs: Any) -> ssl.SSLObject:
-        _take_over_openssl_settings(self)
-        return super().wrap_bio(*args, **kwargs)
+    def _wrap_socket(self, sock: Any, server_side: bool, server_hostname: Any = None, *,
+                     owner: Any = None, session: Any = None) -> Any:
+        return _create(self, server_side, owner, session,
+                       lambda: super(VerifyingContext, self)._wrap_socket(  # type: ignore[misc]
+                           sock, server_side, server_hostname, owner=owner, session=session))
 
-    # -- trust store bookkeeping (a capath is read lazily by OpenSSL)
+    def _wrap_bio(self, incoming: Any, outgoing: Any, server_side: bool,
+                  server_hostname: Any = None, *, owner: Any = None, session: Any = None) -> Any:
+        return _create(self, server_side, owner, session,
+                       lambda: super(VerifyingContext, self)._wrap_bio(  # type: ignore[misc]
+                           incoming, outgoing, server_side, server_hostname, owner=owner,
+                           session=session))
+
+    # -- trust store bookkeeping (what get_ca_certs() cannot list)
 
     def load_default_certs(self, purpose: ssl.Purpose = ssl.Purpose.SERVER_AUTH) -> None:
         super().load_default_certs(purpose)
@@ -156,38 +167,109 @@ class VerifyingContext(_Base):
     def load_verify_locations(self, cafile: Any = None, capath: Any = None,
                               cadata: Any = None) -> None:
         super().load_verify_locations(cafile, capath, cadata)
-        if capath is not None:
-            record_trust_sources(self, capath=os.fspath(capath))
+        self.record_loaded(cafile, capath, cadata)
+
+    def record_loaded(self, cafile: Any = None, capath: Any = None, cadata: Any = None) -> None:
+        """Note what a load put into this context (for one loaded before it became ours)."""
+        if state_of(self) is None:
+            record_trust_sources(self, capath=os.fspath(capath) if capath is not None else None)
+        else:
+            # Read back only under the fallback engine, which needs it; the
+            # reader (bundle.py) stays out of `import aia_ext`.
+            from .sources import record_loaded
+
+            record_loaded(self, cafile, capath, cadata)
 
 
-def _take_over_openssl_settings(context: ssl.SSLContext) -> None:
-    """Before a connection: OpenSSL's own verification must stay off in fallback mode.
+class _Settings:
+    """A client connection's verification settings, as the caller had them at its creation
+    (OpenSSL copies them into the connection then), and the session it offered."""
 
-    A wrapper may have set it through the C base's descriptors (truststore's
-    verify_mode setter does), which bypasses our properties; what it set is
-    what the caller wants enforced, so it moves into the state.
-    """
+    __slots__ = ("check_hostname", "offered", "verify_mode")
+
+    def __init__(self, verify_mode: ssl.VerifyMode, check_hostname: bool,
+                 offered: Any) -> None:
+        self.verify_mode = verify_mode
+        self.check_hostname = check_hostname
+        self.offered = offered
+
+
+def _create(context: VerifyingContext, server_side: bool, owner: Any, session: Any,
+            make: Any) -> Any:
     state = state_of(context)
-    if state is None:
-        return
-    mode, hostname = openssl_verify_mode(context), openssl_check_hostname(context)
-    if mode != ssl.CERT_NONE or hostname:
-        state.verify_mode, state.check_hostname = mode, hostname
-        set_openssl_level(context, ssl.CERT_NONE, False)
+    if state is None or server_side:
+        return make()  # a server's connection: OpenSSL verifies, exactly as in ssl
+    with state.lock:
+        mode, hostname = openssl_verify_mode(context), openssl_check_hostname(context)
+        if owner is not None:
+            owner.__dict__[SETTINGS_KEY] = _Settings(mode, hostname, session)
+        if mode == ssl.CERT_NONE:
+            return make()  # nothing to set aside: nobody verifies
+        set_openssl_verification(context, ssl.CERT_NONE, False)
+        try:
+            return make()
+        finally:
+            set_openssl_verification(context, mode, hostname)
 
+
+# ---- Sessions: a resumed handshake carries no certificates -------------------
+
+_sessions_lock = threading.Lock()
+#: Served chains of connections the fallback verified, by leaf (DER).
+_verified_chains: OrderedDict[bytes, tuple[bytes, ...]] = OrderedDict()
+MAX_REMEMBERED_CHAINS = 1024
+
+
+def _remember_chain(served: list[bytes]) -> None:
+    with _sessions_lock:
+        _verified_chains[served[0]] = tuple(served)
+        _verified_chains.move_to_end(served[0])
+        while len(_verified_chains) > MAX_REMEMBERED_CHAINS:
+            _verified_chains.popitem(last=False)
+
+
+def _resumed_chain(owner: Any) -> list[bytes]:
+    """The served chain of a resumed session, as the fallback verified it before.
+
+    A resumed handshake sends no certificates, and OpenSSL did not verify
+    the session's original handshake (its verification was set aside), so
+    a session is usable only if the fallback verified a full handshake with
+    the same server certificate, whose chain is then verified again for
+    this connection's name and settings (issue 26, item 2).  The session's
+    certificate is the one the server proved its key for when the session
+    was made, so a session from another server cannot borrow this record.
+    """
+    leaf = owner.getpeercert(binary_form=True)
+    if not leaf:
+        return []
+    with _sessions_lock:
+        chain = _verified_chains.get(leaf)
+    return list(chain) if chain is not None else []
+
+
+# ---- Verification of a client connection ----------------------------------------
 
 def _verify(owner: ssl.SSLSocket | ssl.SSLObject) -> None:
     """Verify the peer of a completed client handshake in fallback mode."""
+    settings = owner.__dict__.get(SETTINGS_KEY)
+    if not isinstance(settings, _Settings) or settings.verify_mode == ssl.CERT_NONE:
+        return  # a server's connection, the native engine, or nobody verifies
     context = owner.context
     state = state_of(context)
-    if state is None or owner.server_side or state.verify_mode == ssl.CERT_NONE:
-        return  # the native engine verified inside the handshake, or nobody verifies
-    from .verify import verify_chain  # cryptography: only once the fallback verifies
-    served = binding.served_chain(owner)
-    hostname = owner.server_hostname if state.check_hostname else None
-    default_paths, capaths = trust_sources(context)
+    if state is None:
+        return
+    from .verify import verify_chain  # OpenSSL's verifier: only once the fallback verifies
+
+    resumed = bool(owner.session_reused)
+    served = _resumed_chain(owner) if resumed else binding.served_chain(owner)
+    if resumed and not served:
+        raise verification_error(
+            UNSPECIFIED, "the server resumed a TLS session that aia_ext did not verify")
+    hostname = owner.server_hostname if settings.check_hostname else None
     chase_id, chain = verify_chain(served, context, hostname, state.options,
-                                   default_paths, capaths)
+                                   trust_sources(context))
+    if not resumed:
+        _remember_chain(served)
     owner.__dict__[CHASE_KEY] = chase_id
     owner.__dict__[CHAIN_KEY] = tuple(chain)
 
@@ -195,10 +277,8 @@ def _verify(owner: ssl.SSLSocket | ssl.SSLObject) -> None:
 def _verify_or_fail(owner: ssl.SSLSocket | ssl.SSLObject) -> None:
     """``_verify``, with every failure an SSLCertVerificationError (issue 13: fail closed).
 
-    A verifier may raise something else for input it cannot handle (cryptography
-    raises ValueError for some names): that is a failed verification too, with
-    the original chained.  Interrupts (KeyboardInterrupt, SystemExit) pass as
-    they are; the caller closes the connection either way.
+    Interrupts (KeyboardInterrupt, SystemExit) pass as they are; the caller
+    closes the connection either way.
     """
     try:
         _verify(owner)
@@ -215,19 +295,12 @@ def _explain(error: ssl.SSLCertVerificationError) -> None:
     attach(error, getattr(error, "aia_chase_id", 0))
 
 
-def _peercert(owner: Any, binary_form: bool) -> Any:
-    """getpeercert() for a connection the fallback verified.
-
-    With OpenSSL's verification off underneath, _ssl returns {} for the
-    decoded form; clients such as urllib3 1.26 (pip's) read it to match the
-    hostname themselves, so the verified leaf is decoded here instead.
-    """
+def _verified_chain(owner: Any, standard: Any) -> Any:
+    """get_verified_chain() (3.13+): the path the fallback verified, leaf to anchor."""
     chain = owner.__dict__.get(CHAIN_KEY)
-    if binary_form or not chain:
-        return None
-    from .peercert import decode  # cryptography: imported on first use
-
-    return decode(chain[0])
+    if chain is None:
+        return standard()
+    return list(chain)
 
 
 class AIASSLSocket(ssl.SSLSocket):
@@ -245,8 +318,9 @@ class AIASSLSocket(ssl.SSLSocket):
             self.close()
             raise
 
-    def getpeercert(self, binary_form: bool = False) -> Any:
-        return _peercert(self, binary_form) or super().getpeercert(binary_form)
+    if hasattr(ssl.SSLSocket, "get_verified_chain"):  # 3.13+
+        def get_verified_chain(self) -> Any:
+            return _verified_chain(self, getattr(super(), "get_verified_chain"))  # noqa: B009
 
 
 class AIASSLObject(ssl.SSLObject):
@@ -268,8 +342,9 @@ class AIASSLObject(ssl.SSLObject):
                 UNSPECIFIED, "verification was interrupted")
             raise
 
-    def getpeercert(self, binary_form: bool = False) -> Any:
-        return _peercert(self, binary_form) or super().getpeercert(binary_form)
+    if hasattr(ssl.SSLObject, "get_verified_chain"):  # 3.13+
+        def get_verified_chain(self) -> Any:
+            return _verified_chain(self, getattr(super(), "get_verified_chain"))  # noqa: B009
 
     def read(self, len: int = 1024, buffer: Any = None) -> Any:
         if self.__dict__.get("_aia_failed"):
@@ -280,5 +355,3 @@ class AIASSLObject(ssl.SSLObject):
         if self.__dict__.get("_aia_failed"):
             raise self.__dict__["_aia_failed"]
         return super().write(data)
-
-
