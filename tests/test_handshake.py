@@ -243,7 +243,6 @@ def test_enable_rejects_non_contexts():
         aia_ext.is_enabled("nope")  # type: ignore[arg-type]
 
 
-@pytest.mark.native_only
 def test_disable_restores_plain_behaviour(make_chain, server, aia, root_file):
     chain = make_chain()
     srv = server(chain.leaf)
@@ -255,6 +254,55 @@ def test_disable_restores_plain_behaviour(make_chain, server, aia, root_file):
     aia_ext.disable(ctx)  # a second disable is a no-op
     assert aia_ext.enable(ctx) is ctx
     assert verify_code(ctx, srv) == 0
+
+
+def test_enable_in_place_on_a_plain_context(make_chain, server, aia, root_file, engine):
+    """The Quick start's call, on both engines (issue 25, item 3): under the fallback the
+    context's class is switched in place, and disable() switches it back."""
+    chain = make_chain()
+    srv = server(chain.leaf)
+    ctx = ssl.create_default_context(cafile=root_file)
+    assert aia_ext.enable(ctx) is ctx
+    assert aia_ext.engine_of(ctx) == engine
+    assert verify_code(ctx, srv) == 0
+    assert fetches_of(aia, chain) == 1
+    aia_ext.disable(ctx)
+    assert type(ctx) is ssl.SSLContext
+    assert aia_ext.engine_of(ctx) is None
+    assert verify_code(ctx, srv) == UNABLE_TO_GET_ISSUER_CERT_LOCALLY
+
+
+def test_enable_in_place_on_a_subclass_keeps_its_methods(make_chain, server, root_file, engine):
+    class Custom(ssl.SSLContext):
+        wrapped = 0
+
+        def wrap_socket(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            Custom.wrapped += 1
+            return super().wrap_socket(*args, **kwargs)
+
+    chain = make_chain()
+    ctx = Custom(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(root_file)
+    aia_ext.enable(ctx)
+    assert isinstance(ctx, Custom) and type(ctx).__name__ == "Custom"
+    assert verify_code(ctx, server(chain.leaf)) == 0
+    assert Custom.wrapped == 1
+    aia_ext.disable(ctx)
+    assert type(ctx) is Custom
+
+
+@pytest.mark.skipif(not hasattr(ssl.SSLSocket, "get_verified_chain"), reason="Python 3.13+")
+def test_the_verified_chain_is_the_whole_path(make_chain, server, root_file):
+    """Issue 25, item 4: the fallback reported the leaf alone for a chain it completed."""
+    chain = make_chain()
+    srv = server(chain.leaf)
+    with socket.create_connection(srv.address, timeout=30) as raw, \
+            enabled(root_file).wrap_socket(raw, server_hostname="localhost") as tls:
+        verified = tls.get_verified_chain()
+        unverified = tls.get_unverified_chain()
+    assert len(verified) == 3
+    assert verified[:2] == [chain.leaf.der, chain.intermediates[0].der]
+    assert unverified == [chain.leaf.der]
 
 
 def test_enable_twice_is_harmless_and_updates_options(make_chain, server, aia, root_file):
@@ -301,3 +349,24 @@ def test_ip_address_mismatch_is_code_64(make_chain, server, root_file):
     chain = make_chain()
     ctx = aia_ext.create_default_context(cafile=root_file)
     assert verify_code(ctx, server(chain.leaf), hostname="127.0.0.2") == 64
+
+
+def test_contexts_without_a_protocol_argument(make_chain, server, root_file):
+    """ssl.SSLContext() takes its default protocol from ssl.py (PROTOCOL_TLS on 3.9);
+    injection passed None instead (found by CPython's test_ssl on 3.9)."""
+    import warnings
+
+    chain = make_chain()
+    srv = server(chain.leaf, chain.intermediates)
+    aia_ext.inject_into_ssl()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # 3.10+: no protocol
+            contexts = [ssl.SSLContext(), aia_ext.SSLContext()]
+    finally:
+        aia_ext.extract_from_ssl()
+    for ctx in contexts:
+        assert aia_ext.is_enabled(ctx)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(root_file)
+        assert verify_code(ctx, srv) == 0

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Union, overload
 
 from . import engines
 from .engines import VerifyingContext
+from .errors import UnsupportedPlatformError
 from .options import DEFAULT, Options, documented, make_options
 from .stdlib_ssl import (
     STDLIB_CONTEXT,
@@ -44,8 +45,9 @@ class SSLContext(VerifyingContext):
     handshake, before ``do_handshake()`` returns (docs/engines.md).
     """
 
-    def __new__(cls, protocol: Any = None, *args: Any, **kwargs: Any) -> SSLContext:
-        context = super().__new__(cls, protocol, *args, **kwargs)
+    def __new__(cls, *args: Any, **kwargs: Any) -> SSLContext:
+        # As given: ssl.py's own default protocol applies (it differs by version).
+        context = super().__new__(cls, *args, **kwargs)
         engines.select().enable(context, DEFAULT)
         return context
 
@@ -77,15 +79,71 @@ def _connecting_context(context: Any) -> Any:
 def _adopt_existing(context: ssl.SSLContext) -> None:
     """Make an existing standard context an aia_ext.SSLContext, keeping its socket classes.
 
-    Socket classes assigned to the instance (truststore assigns its own) move
-    behind the new class's properties, which combine them with the verifying ones.
+    The class is switched in place, as ``create_default_context()`` does for
+    a fresh one: a plain ``ssl.SSLContext`` becomes ``aia_ext.SSLContext``; a
+    subclass becomes a class deriving from both (its own methods still run,
+    ours wrap the connections it makes).  A class that cannot be derived from
+    (one that forbids subclassing) or whose layout Python will not switch is
+    the one case left unsupported.  Socket classes assigned to the instance (truststore assigns
+    its own) move behind the new class's properties, which combine them with
+    the verifying ones.
     """
+    cls = type(context)
+    if isinstance(context, VerifyingContext):
+        return
     attributes = vars(context)
-    assigned = {name: attributes.pop(name) for name in ("sslsocket_class", "sslobject_class")
-                if name in attributes}
-    context.__class__ = SSLContext
-    for name, cls in assigned.items():
-        setattr(context, name, cls)
+    assigned: dict[str, Any] = {name: attributes.pop(name)
+                                for name in ("sslsocket_class", "sslobject_class")
+                                if name in attributes}
+    try:
+        context.__class__ = SSLContext if cls is STDLIB_CONTEXT else _combined_class(cls)
+    except TypeError as exc:  # a class that forbids subclassing, or another layout
+        attributes.update(assigned)
+        raise UnsupportedPlatformError(
+            f"{cls.__module__}.{cls.__name__} cannot become an aia_ext.SSLContext in place "
+            f"({exc}); the fallback engine verifies in the context's own sockets. Create it "
+            "with aia_ext.inject_into_ssl() in force, or use aia_ext.SSLContext") from exc
+    for name, socket_class in assigned.items():
+        setattr(context, name, socket_class)
+    attributes[_ORIGINAL_KEY] = (cls, assigned)  # for disable()
+    hidden = context.cert_store_stats().get("x509", 0) - len(context.get_ca_certs())
+    if hidden > 0:
+        # get_ca_certs() lists CA certificates only: a server certificate
+        # loaded as its own trust anchor before enable() is out of sight of
+        # the fallback's verifier (engines/fallback/sources.py).
+        log.warning("aia_ext.enable(): %d certificate(s) loaded into this context before it "
+                    "was enabled are not CA certificates, and the fallback engine cannot "
+                    "read them back; load them after enable(), or create the context with "
+                    "aia_ext.create_default_context(cafile=...)", hidden)
+
+
+#: Where a context switched in place keeps its class and socket classes.
+_ORIGINAL_KEY = "_aia_original_class"
+
+
+def _restore_class(context: Any) -> None:
+    """Undo ``_adopt_existing()``: the context's own class and socket classes again."""
+    original = vars(context).pop(_ORIGINAL_KEY, None)
+    if original is None:
+        return
+    cls, assigned = original
+    for name in ("_aia_sslsocket_class", "_aia_sslobject_class"):
+        vars(context).pop(name, None)
+    context.__class__ = cls
+    for name, socket_class in assigned.items():
+        setattr(context, name, socket_class)
+
+
+_combined: dict[type, type] = {}
+
+
+def _combined_class(cls: type) -> type:
+    combined = _combined.get(cls)
+    if combined is None:
+        combined = _combined[cls] = type(cls.__name__, (SSLContext, cls), {
+            "__module__": cls.__module__, "__qualname__": cls.__qualname__,
+            "__doc__": cls.__doc__, "__new__": cls.__new__})
+    return combined
 
 
 @overload
@@ -103,8 +161,8 @@ def enable(context: Any, **options: Any) -> Any:
 
     :raises TypeError: ``context`` is neither, or an option name is unknown.
     :raises ValueError: an option's value is out of range.
-    :raises UnsupportedPlatformError: this interpreter's engine cannot enable a
-        plain ``ssl.SSLContext`` in place (use ``create_default_context()``).
+    :raises UnsupportedPlatformError: under the fallback engine, a subclass of
+        ``ssl.SSLContext`` that cannot be derived from.
     """
     return enable_with(context, make_options(options))
 
@@ -116,14 +174,17 @@ def enable_with(context: Any, options: Options) -> Any:
         _require_context(context)
         target = _connecting_context(context)
     engine = engines.for_context(target)
-    if target is not context and engine.needs_context_class and type(target) is STDLIB_CONTEXT:
-        _adopt_existing(target)  # truststore's inner context, under the fallback engine
+    if engine.needs_context_class and is_standard_context(target):
+        _adopt_existing(target)  # the fallback engine verifies in the context's sockets
     engine.enable(target, options)
     return context
 
 
 def disable(context: ssl.SSLContext | PyOpenSSLContext) -> Any:
-    """Remove AIA chasing from ``context`` (a no-op if it was not enabled); returns it."""
+    """Remove AIA chasing from ``context`` (a no-op if it was not enabled); returns it.
+
+    A context ``enable()`` switched to ``aia_ext.SSLContext`` gets its own class back.
+    """
     target = context
     if not engines.is_pyopenssl_context(context):
         _require_context(context)
@@ -131,6 +192,7 @@ def disable(context: ssl.SSLContext | PyOpenSSLContext) -> Any:
     engine = engines.enabled_engine(target)
     if engine is not None:
         engine.disable(target)
+        _restore_class(target)
     return context
 
 

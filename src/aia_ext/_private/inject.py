@@ -69,9 +69,10 @@ def inject_into_ssl(**options: Unpack[OptionsKwargs]) -> None:
         saved = STDLIB_CONTEXT.__dict__["__new__"]
         original = saved.__func__ if isinstance(saved, staticmethod) else saved
 
-        def __new__(klass: type[ssl.SSLContext], protocol: Any = None, *args: Any,
-                    **kwargs: Any) -> ssl.SSLContext:
-            context: ssl.SSLContext = original(klass, protocol, *args, **kwargs)
+        def __new__(klass: type[ssl.SSLContext], *args: Any, **kwargs: Any) -> ssl.SSLContext:
+            # Arguments pass as given: the protocol's default is ssl.py's
+            # (PROTOCOL_TLS on 3.9, None on 3.10+; found by CPython's test_ssl).
+            context: ssl.SSLContext = original(klass, *args, **kwargs)
             current = _options
             # A subclass's instance (truststore's outer context) keeps its class;
             # an engine verifying in the context's sockets enables the standard

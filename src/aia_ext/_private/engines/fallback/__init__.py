@@ -35,6 +35,8 @@ from .context import (
     STATE_KEY,
     FallbackState,
     VerifyingContext,
+    install_tap,
+    remove_tap,
     state_of,
 )
 
@@ -75,6 +77,7 @@ class FallbackEngine:
         # connections set OpenSSL's verification aside, each for itself
         # (context.py), and are verified after their handshake.
         context.__dict__[STATE_KEY] = FallbackState(options)
+        install_tap(context)
 
     def disable(self, context: Any) -> bool:
         state = state_of(context)
@@ -82,6 +85,7 @@ class FallbackEngine:
             return False
         with state.lock:
             del context.__dict__[STATE_KEY]
+            remove_tap(context)
         return True
 
     def is_enabled(self, context: Any) -> bool:

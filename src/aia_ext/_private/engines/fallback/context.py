@@ -13,10 +13,16 @@ and put back at once; the lock also makes readers of ``verify_mode`` and
 ``check_hostname`` on other threads wait for the switch to end, so nobody
 ever sees the momentary value.
 
-The sockets and objects created for a client verify the served chain in
-Python (verify.py, with OpenSSL's own verifier) before ``do_handshake()``
-returns, and close the connection on failure: no application data is
-exchanged on an unverified connection.
+A client connection's served chain is verified in Python (verify.py, with
+OpenSSL's own verifier) as soon as the server's Certificate message arrives,
+from the TLS message callback ``_ssl`` offers (``SSLContext._msg_callback``):
+inside the handshake, where OpenSSL itself verifies.  A refused chain ends a
+socket's connection at once with the TLS alert OpenSSL would send, so the
+client's Finished (and its certificate, under TLS 1.3) never reach the server
+and the server's handshake fails as with plain ``ssl`` (issue 26, item 16).
+Where no message callback exists, or for a resumed session, the chain is
+verified after the handshake, before ``do_handshake()`` returns.  Either way
+no application data is exchanged on an unverified connection.
 
 ``VerifyingContext`` is the base of the public ``aia_ext.SSLContext``.  With
 no fallback state attached (the native engine is in force) every override
@@ -25,8 +31,11 @@ below is a pass-through to the standard behaviour.
 
 from __future__ import annotations
 
+import logging
 import os
+import socket
 import ssl
+import struct
 import threading
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
@@ -34,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 from ... import binding
 from ...options import Options
 from ...stdlib_ssl import (
+    C_BASE,
     STDLIB_CONTEXT,
     combine_classes,
     openssl_check_hostname,
@@ -50,6 +60,8 @@ if TYPE_CHECKING:
     _Base = ssl.SSLContext
 else:
     _Base = STDLIB_CONTEXT
+
+log = logging.getLogger(__name__)
 
 #: The key of the fallback state in a context's ``__dict__``.
 STATE_KEY = "_aia_fallback"
@@ -118,6 +130,21 @@ class VerifyingContext(_Base):
             return
         with state.lock:
             set_openssl_check_hostname(self, value)
+
+    # -- the TLS message callback: ours, with the caller's behind it
+
+    @property
+    def _msg_callback(self) -> Any:
+        # As ssl.py's getter: the function the caller set, or None.
+        return getattr(C_BASE._msg_callback.__get__(self), "user_function", None)
+
+    @_msg_callback.setter
+    def _msg_callback(self, callback: Any) -> None:
+        # ssl.py's setter wraps the caller's function (enums for its
+        # arguments); ours then goes back in front of it.
+        STDLIB_CONTEXT._msg_callback.fset(self, callback)  # type: ignore[attr-defined]
+        if state_of(self) is not None:
+            install_tap(self)
 
     # -- composing with wrappers that reconfigure the context (truststore)
 
@@ -212,6 +239,162 @@ def _create(context: VerifyingContext, server_side: bool, owner: Any, session: A
             set_openssl_verification(context, mode, hostname)
 
 
+# ---- Verification inside the handshake, from the TLS message callback ----------
+
+#: Where a client connection keeps the verdict reached inside its handshake:
+#: ("ok", chase id, chain), ("refused", SSLCertVerificationError) or
+#: ("interrupted", BaseException).
+EARLY_KEY = "_aia_early"
+
+_HANDSHAKE, _CERTIFICATE = 22, 11
+_TLS1_3 = 0x0304
+
+
+class _Tap:
+    """The C-level message callback of a context the fallback verifies for.
+
+    ``_ssl`` calls it for every TLS message of every connection made from
+    the context; it acts on a client's received Certificate message and then
+    hands every message to the caller's own callback, if one was set.
+    """
+
+    __slots__ = ("inner", "user_function")
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner  # ssl.py's wrapper around the caller's function, or None
+        self.user_function = getattr(inner, "user_function", None)
+
+    def __call__(self, conn: Any, direction: str, version: int, content_type: int,
+                 msg_type: int, data: bytes) -> None:
+        if direction == "read" and content_type == _HANDSHAKE and data[:1] == b"\x0b":
+            _on_certificate(conn, version, data)
+        if self.inner is not None:
+            self.inner(conn, direction, version, content_type, msg_type, data)
+
+
+#: Whether this interpreter's _ssl has the message callback (CPython 3.8+).
+HAS_TAP = hasattr(C_BASE, "_msg_callback")
+
+
+def install_tap(context: object) -> None:
+    if not HAS_TAP:
+        return
+    current = C_BASE._msg_callback.__get__(context)
+    if not isinstance(current, _Tap):
+        C_BASE._msg_callback.__set__(context, _Tap(current))
+
+
+def remove_tap(context: object) -> None:
+    if not HAS_TAP:
+        return
+    current = C_BASE._msg_callback.__get__(context)
+    if isinstance(current, _Tap):
+        C_BASE._msg_callback.__set__(context, current.inner)
+
+
+def certificates_in_message(data: bytes, tls13: bool) -> list[bytes]:
+    """The DER certificates of a TLS Certificate handshake message (with its header).
+
+    RFC 8446 4.4.2 (a request context, then entries with extensions) and
+    RFC 5246 7.4.2 (a list of certificates); each length is checked against
+    what is left, so a short or inconsistent message yields what parsed.
+    """
+    pos, end = 4, len(data)  # after msg_type and the 3-byte length
+    if tls13:
+        if pos >= end:
+            return []
+        pos += 1 + data[pos]  # certificate_request_context
+    if pos + 3 > end:
+        return []
+    end = min(end, pos + 3 + int.from_bytes(data[pos:pos + 3], "big"))
+    pos += 3
+    ders: list[bytes] = []
+    while pos + 3 <= end:
+        size = int.from_bytes(data[pos:pos + 3], "big")
+        pos += 3
+        if size == 0 or pos + size > end:
+            break
+        ders.append(data[pos:pos + size])
+        pos += size
+        if tls13:
+            if pos + 2 > end:
+                break
+            pos += 2 + int.from_bytes(data[pos:pos + 2], "big")
+    return ders
+
+
+def _on_certificate(conn: Any, version: int, data: bytes) -> None:
+    """Verify a client connection's served chain where OpenSSL would; never raises."""
+    attributes = getattr(conn, "__dict__", None)
+    if attributes is None or EARLY_KEY in attributes:
+        return
+    settings = attributes.get(SETTINGS_KEY)
+    if not isinstance(settings, _Settings) or settings.verify_mode == ssl.CERT_NONE:
+        return  # a server's connection, or nobody verifies
+    try:
+        served = certificates_in_message(data, version >= _TLS1_3)
+        attributes[EARLY_KEY] = ("ok", *_verify_served(conn, settings, served))
+    except ssl.SSLCertVerificationError as exc:
+        attributes[EARLY_KEY] = ("refused", exc)
+        _abort(conn, version, exc.verify_code)
+    except Exception as exc:  # noqa: BLE001 - fail closed, as _verify_or_fail does
+        attributes[EARLY_KEY] = ("refused", _internal_error(exc))
+        _abort(conn, version, UNSPECIFIED)
+    except BaseException as exc:  # noqa: BLE001 - an interrupt: re-raised by do_handshake
+        attributes[EARLY_KEY] = ("interrupted", exc)
+        _abort(conn, version, UNSPECIFIED)
+
+
+#: The TLS alert OpenSSL sends for a verify code (ssl/statem/statem_lib.c,
+#: ssl_x509err2alert); anything else is certificate_unknown (46).
+_ALERTS = {
+    **dict.fromkeys((2, 3, 18, 19, 20, 21, 22, 24, 25, 33, 79), 48),  # unknown_ca
+    **dict.fromkeys((10, 12), 45),  # certificate_expired
+    **dict.fromkeys((6, 9, 11, 13, 14, 15, 16, 27, 28, 62, 63, 64, 65, 66, 67, 68, 94),
+                    42),  # bad_certificate
+    23: 44,  # certificate_revoked
+    **dict.fromkeys((4, 5, 7, 8), 51),  # decrypt_error
+    26: 43,  # unsupported_certificate
+    **dict.fromkeys((1, 17, 69, 70), 80),  # internal_error
+}
+_CERTIFICATE_UNKNOWN = 46
+
+
+def _abort(conn: Any, version: int, code: int) -> None:
+    """Refuse the server as OpenSSL's client does: a fatal alert, then the end.
+
+    OpenSSL goes on with the handshake when the callback returns, and would
+    send the client's Finished.  Instead the alert OpenSSL sends for
+    ``code`` is written on the socket, unencrypted: the server has not read
+    any encrypted record from this client yet, so OpenSSL accepts a plain
+    alert under TLS 1.3 too (RFC 8446 section 5; OpenSSL's
+    ALLOW_PLAIN_ALERTS state), and sees "alert unknown ca" as from plain
+    ``ssl``.  The socket is then shut down both ways, so OpenSSL's own next
+    write fails and nothing else leaves.  An SSLObject (asyncio) needs
+    nothing: its owner sends its bytes only after do_handshake() succeeds.
+    """
+    if not isinstance(conn, ssl.SSLSocket):
+        return
+    record_version = min(version, 0x0303)  # TLS 1.3 records say TLS 1.2 (RFC 8446 5.1)
+    alert = struct.pack("!BHHBB", 21, record_version, 2, 2,
+                        _ALERTS.get(code, _CERTIFICATE_UNKNOWN))
+    try:
+        socket.socket.send(conn, alert)
+    except OSError as exc:
+        log.debug("fallback: could not send the alert to a refused server: %s", exc)
+    try:
+        socket.socket.shutdown(conn, socket.SHUT_RDWR)
+    except OSError as exc:
+        log.debug("fallback: could not shut a refused connection down: %s", exc)
+
+
+def _internal_error(exc: Exception) -> ssl.SSLCertVerificationError:
+    error = verification_error(
+        UNSPECIFIED, f"the chain could not be verified: {type(exc).__name__}")
+    error.__cause__ = exc
+    return error
+
+
 # ---- Sessions: a resumed handshake carries no certificates -------------------
 
 _sessions_lock = threading.Lock()
@@ -249,29 +432,42 @@ def _resumed_chain(owner: Any) -> list[bytes]:
 
 # ---- Verification of a client connection ----------------------------------------
 
+def _verify_served(owner: Any, settings: _Settings,
+                   served: list[bytes]) -> tuple[int, tuple[bytes, ...]]:
+    """Verify ``served`` for a client connection: (chase id, verified chain)."""
+    context = owner.context
+    state = state_of(context)
+    if state is None:
+        return 0, ()  # disabled since the connection was made: ssl's own rules
+    from .verify import verify_chain  # OpenSSL's verifier: only once the fallback verifies
+
+    hostname = owner.server_hostname if settings.check_hostname else None
+    chase_id, chain = verify_chain(served, context, hostname, state.options,
+                                   trust_sources(context))
+    _remember_chain(served)
+    return chase_id, tuple(chain)
+
+
 def _verify(owner: ssl.SSLSocket | ssl.SSLObject) -> None:
     """Verify the peer of a completed client handshake in fallback mode."""
     settings = owner.__dict__.get(SETTINGS_KEY)
     if not isinstance(settings, _Settings) or settings.verify_mode == ssl.CERT_NONE:
         return  # a server's connection, the native engine, or nobody verifies
-    context = owner.context
-    state = state_of(context)
-    if state is None:
-        return
-    from .verify import verify_chain  # OpenSSL's verifier: only once the fallback verifies
-
-    resumed = bool(owner.session_reused)
-    served = _resumed_chain(owner) if resumed else binding.served_chain(owner)
-    if resumed and not served:
-        raise verification_error(
-            UNSPECIFIED, "the server resumed a TLS session that aia_ext did not verify")
-    hostname = owner.server_hostname if settings.check_hostname else None
-    chase_id, chain = verify_chain(served, context, hostname, state.options,
-                                   trust_sources(context))
-    if not resumed:
-        _remember_chain(served)
+    early = owner.__dict__.get(EARLY_KEY)
+    if early is not None and early[0] != "ok":
+        raise early[1]
+    if early is not None:
+        chase_id, chain = early[1], early[2]
+    elif owner.session_reused:
+        served = _resumed_chain(owner)
+        if not served:
+            raise verification_error(
+                UNSPECIFIED, "the server resumed a TLS session that aia_ext did not verify")
+        chase_id, chain = _verify_served(owner, settings, served)
+    else:
+        chase_id, chain = _verify_served(owner, settings, binding.served_chain(owner))
     owner.__dict__[CHASE_KEY] = chase_id
-    owner.__dict__[CHAIN_KEY] = tuple(chain)
+    owner.__dict__[CHAIN_KEY] = chain
 
 
 def _verify_or_fail(owner: ssl.SSLSocket | ssl.SSLObject) -> None:
@@ -285,8 +481,7 @@ def _verify_or_fail(owner: ssl.SSLSocket | ssl.SSLObject) -> None:
     except ssl.SSLCertVerificationError:
         raise
     except Exception as exc:
-        raise verification_error(
-            UNSPECIFIED, f"the chain could not be verified: {type(exc).__name__}") from exc
+        raise _internal_error(exc) from exc
 
 
 def _explain(error: ssl.SSLCertVerificationError) -> None:
@@ -307,7 +502,14 @@ class AIASSLSocket(ssl.SSLSocket):
     """SSLSocket that, in fallback mode, verifies before the handshake returns."""
 
     def do_handshake(self, block: bool = False) -> None:
-        super().do_handshake(block)
+        try:
+            super().do_handshake(block)
+        except OSError:
+            # A connection refused inside the handshake fails there, on the
+            # reset descriptor: the refusal is what the caller must see.
+            early = self.__dict__.get(EARLY_KEY)
+            if early is None or early[0] == "ok":
+                raise
         try:
             _verify_or_fail(self)
         except ssl.SSLCertVerificationError as exc:
@@ -329,7 +531,12 @@ class AIASSLObject(ssl.SSLObject):
     def do_handshake(self) -> None:
         if self.__dict__.get("_aia_failed"):
             raise self.__dict__["_aia_failed"]
-        super().do_handshake()
+        try:
+            super().do_handshake()
+        except OSError:
+            early = self.__dict__.get(EARLY_KEY)
+            if early is None or early[0] == "ok":
+                raise
         try:
             _verify_or_fail(self)
         except ssl.SSLCertVerificationError as exc:

@@ -1,0 +1,141 @@
+"""Strangers' test suites under injection, on both engines (issue 20).
+
+    python .ci/strangers.py cpython            # with the interpreter under test
+    python .ci/strangers.py urllib3 SRC_DIR    # urllib3's source tree (its sdist)
+
+Runs a suite three times: without aia_ext, then with ``AIA_EXT_INJECT=1`` on
+the native engine and on the fallback engine (every context in the process is
+then ours, servers included).  A test that fails only when injected is run
+again on its own, three times in that mode and once without aia_ext; it counts
+when it fails every injected run and passes without aia_ext (the sandbox makes
+some of urllib3's tests timing-dependent: an unreachable "tarpit" address
+fails at once here).  Exits 1 when any test counts, unless ALLOWED names it.
+
+- ``cpython``: CPython's own ``test_ssl``, ``test_httplib`` and
+  ``test_urllib2_localnet`` from the interpreter's ``test`` package;
+- ``urllib3``: ``test/with_dummyserver/test_https.py`` and the socket-level
+  tests, in the urllib3 source tree given, with its test requirements
+  installed in this interpreter.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+
+#: Tests allowed to fail only when injected: only ones that assert the exact
+#: class of a context (``type(ctx) is ssl.SSLContext``), which a user cannot
+#: depend on once a process injects anything.  None is needed today.
+ALLOWED: dict[str, str] = {}
+
+MODES = {
+    "plain": {},
+    "native": {"AIA_EXT_INJECT": "1", "AIA_EXT_ENGINE": "native"},
+    "fallback": {"AIA_EXT_INJECT": "1", "AIA_EXT_ENGINE": "fallback"},
+}
+CPYTHON_SUITES = ["test_ssl", "test_httplib", "test_urllib2_localnet"]
+URLLIB3_FILES = ["test/with_dummyserver/test_https.py",
+                 "test/with_dummyserver/test_socketlevel.py"]
+
+_REGRTEST_FAILURE = re.compile(r"^(?:FAIL|ERROR): (\w+) \(([\w.]+?)(?:\.\1)?\)", re.M)
+#: A test module that did not even import ("test test_ssl crashed"), or
+#: another failure regrtest reports without naming a test.
+_REGRTEST_CRASH = re.compile(r"^test (\w+) (?:crashed|failed \(uncaught)", re.M)
+_PYTEST_FAILURE = re.compile(r"^(?:FAILED|ERROR) (\S+)", re.M)
+
+
+def _env(mode: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIA_EXT_")}
+    env.update(MODES[mode])
+    return env
+
+
+def _run(argv: list[str], mode: str, cwd: str | None = None) -> str:
+    done = subprocess.run(argv, env=_env(mode), cwd=cwd, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, errors="replace",
+                          timeout=1800, check=False)
+    return done.stdout
+
+
+def _cpython_argv(test_id: str | None = None) -> list[str]:
+    argv = [sys.executable, "-m", "test", "-v", "-u", "network"]
+    if test_id is None:
+        return [*argv, *CPYTHON_SUITES]
+    module, _, name = test_id.partition(":")
+    return [*argv, module, "-m", f"*.{name}"]
+
+
+def _cpython_failures(output: str) -> set[str]:
+    # "ERROR: test_x (test.test_ssl.Class.test_x)" (3.11+) or "(test.test_ssl.Class)".
+    failures = set()
+    for name, where in _REGRTEST_FAILURE.findall(output):
+        module = next((part for part in where.split(".") if part in CPYTHON_SUITES), "")
+        cls = where.split(".")[-1]
+        failures.add(f"{module}:{cls}.{name}")
+    failures.update(f"{module}:<module>" for module in _REGRTEST_CRASH.findall(output))
+    if not failures and "result: success" not in output.lower():
+        failures.add("<suite>:<no result>")  # killed, or it could not start
+    return failures
+
+
+def _urllib3_argv(ids: list[str]) -> list[str]:
+    return [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfE", *ids]
+
+
+def main() -> int:
+    suite = sys.argv[1]
+    source = sys.argv[2] if len(sys.argv) > 2 else None
+    results: dict[str, set[str]] = {}
+    for mode in MODES:
+        started = time.monotonic()
+        if suite == "cpython":
+            output = _run(_cpython_argv(), mode)
+            results[mode] = _cpython_failures(output)
+        else:
+            output = _run(_urllib3_argv(URLLIB3_FILES), mode, cwd=source)
+            results[mode] = set(_PYTEST_FAILURE.findall(output))
+        summary = output.strip().splitlines()[-1] if output.strip() else "(no output)"
+        print(f"{suite} {mode}: {len(results[mode])} failing, {time.monotonic() - started:.0f} s"
+              f" ({summary})", flush=True)
+    counted = []
+    for mode in ("native", "fallback"):
+        for test in sorted(results[mode] - results["plain"]):
+            if _confirmed(suite, source, mode, test):
+                counted.append((mode, test))
+    bad = [(mode, test) for mode, test in counted if test not in ALLOWED]
+    for mode, test in counted:
+        note = f"  (allowed: {ALLOWED[test]})" if test in ALLOWED else ""
+        print(f"fails only when injected ({mode}): {test}{note}")
+    print(f"{suite}: {len(bad)} test(s) fail only when injected")
+    return 1 if bad else 0
+
+
+def _fails(suite: str, source: str | None, mode: str, test: str) -> bool:
+    if test.endswith(("<module>", "<no result>")):
+        return True  # the whole run failed in this mode: nothing to run alone
+    if suite == "cpython":
+        output = _run(_cpython_argv(test), mode)
+        # "Result: SUCCESS" (3.11+), "Tests result: SUCCESS" (3.9, 3.10).
+        return "result: success" not in output.lower()
+    output = _run(_urllib3_argv([test]), mode, cwd=source)
+    return bool(_PYTEST_FAILURE.search(output)) or " passed" not in output
+
+
+def _confirmed(suite: str, source: str | None, mode: str, test: str) -> bool:
+    """Whether ``test`` fails every time in ``mode`` and passes without aia_ext."""
+    if not all(_fails(suite, source, mode, test) for _ in range(3)):
+        print(f"flaky, not counted ({mode}): {test}")
+        return False
+    if test.endswith(("<module>", "<no result>")):
+        return True  # the run without aia_ext did not fail this way
+    if _fails(suite, source, "plain", test):
+        print(f"fails without aia_ext too, not counted ({mode}): {test}")
+        return False
+    return True
+
+
+if __name__ == "__main__":
+    sys.exit(main())
