@@ -46,9 +46,10 @@ def test_bound_library_is_the_one_ssl_links():
     assert len(loaded) <= 1
 
 
-def _run(code: str) -> subprocess.CompletedProcess[str]:
-    # The child chooses its engine itself (AIA_EXT_ENGINE=auto), as a user's would.
+def _run(code: str, engine: str = "auto") -> subprocess.CompletedProcess[str]:
+    # "auto": the child chooses its engine itself, as a user's would.
     env = {k: v for k, v in os.environ.items() if k != "AIA_EXT_ENGINE"}
+    env["AIA_EXT_ENGINE"] = engine
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
                           env=env,
                           text=True, timeout=60)
@@ -66,18 +67,20 @@ REFUSAL = """
             assert isinstance(exc, RuntimeError)
             print("REFUSED:", exc)
         else:
-            print("ENABLED")
-    assert not aia_ext.is_enabled(ctx)
+            print("ENABLED:", aia_ext.engine_of(ctx))
 """
 
 
 @cpython_only
 def test_unreachable_ssl_library_is_refused():
-    result = _run(REFUSAL.format(setup="_ssl.__file__ = '/nonexistent/_ssl.so'"))
+    setup = "_ssl.__file__ = '/nonexistent/_ssl.so'"
+    result = _run(REFUSAL.format(setup=setup), engine="native")
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("REFUSED: cannot bind to _ssl's OpenSSL: dlopen(") == 2
     assert "python-build-standalone" in result.stdout
-    assert "use aia_ext.create_default_context()" in result.stdout  # the way that works
+    # Left to choose (AIA_EXT_ENGINE unset), such an interpreter gets the fallback.
+    result = _run(REFUSAL.format(setup=setup))
+    assert result.stdout.count("ENABLED: fallback") == 2, result.stderr
 
 
 @cpython_only
@@ -86,7 +89,8 @@ def test_library_without_openssl_symbols_is_refused():
     # an _ssl whose OpenSSL is linked statically with hidden symbols.
     if "math" in sys.builtin_module_names:
         pytest.skip("math is built into this interpreter")
-    result = _run(REFUSAL.format(setup="import math; _ssl.__file__ = math.__file__"))
+    result = _run(REFUSAL.format(setup="import math; _ssl.__file__ = math.__file__"),
+                  engine="native")
     assert result.returncode == 0, result.stderr
     assert "OpenSSL symbol OpenSSL_version_num is not reachable" in result.stdout
 
@@ -94,7 +98,7 @@ def test_library_without_openssl_symbols_is_refused():
 @cpython_only
 def test_version_mismatch_is_refused():
     # A version that differs from the real one on every system (1.1.1w has 0x1010117f).
-    result = _run(REFUSAL.format(setup="ssl.OPENSSL_VERSION_NUMBER ^= 0x10"))
+    result = _run(REFUSAL.format(setup="ssl.OPENSSL_VERSION_NUMBER ^= 0x10"), engine="native")
     assert result.returncode == 0, result.stderr
     assert "refusing to drive one library's SSL_CTX with another's code" in result.stdout
 

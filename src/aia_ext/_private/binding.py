@@ -33,7 +33,8 @@ _ADVICE = (
     "aia_ext's native engine needs the interpreter's ssl module to use a shared "
     "OpenSSL it can reach (a python.org, distribution or pyenv CPython, or PyPy). "
     "Interpreters that link OpenSSL statically with hidden symbols (for example "
-    "python-build-standalone, which uv installs) are not supported by it."
+    "python-build-standalone, which uv installs) are not supported by it; unset "
+    "AIA_EXT_ENGINE (or set it to auto) to use the fallback engine there."
 )
 
 
