@@ -178,6 +178,35 @@ def ip_of(name: str) -> bytes | None:
     return bytes(fields)
 
 
+_host_lock = threading.Lock()
+_hosts_accepted: OrderedDict[str, bool] = OrderedDict()
+
+
+def accepts_host(name: str) -> bool:
+    """Whether this OpenSSL's ``X509_VERIFY_PARAM_set1_host`` takes ``name``.
+
+    OpenSSL 4.0 refuses names that are not valid host names (a trailing dot,
+    an empty label, a space); OpenSSL 3.x, the interpreter's, takes them and
+    compares them as they are.  verify.py checks such names itself.
+    """
+    with _host_lock:
+        known = _hosts_accepted.get(name)
+    if known is not None:
+        return known
+    raw = name.encode("ascii", "surrogateescape")
+    param = _checked(lib.X509_VERIFY_PARAM_new(), "X509_VERIFY_PARAM_new")
+    try:
+        accepted = bool(lib.X509_VERIFY_PARAM_set1_host(param, raw, len(raw)) == 1)
+    finally:
+        lib.X509_VERIFY_PARAM_free(param)
+        lib.ERR_clear_error()
+    with _host_lock:
+        _hosts_accepted[name] = accepted
+        while len(_hosts_accepted) > _CACHE_ENTRIES:
+            _hosts_accepted.popitem(last=False)
+    return accepted
+
+
 # ---- Trust sets and stores ---------------------------------------------------
 
 class Config(NamedTuple):

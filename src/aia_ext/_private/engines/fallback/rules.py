@@ -8,6 +8,13 @@ of all (``X509_V_ERR_EE_KEY_TOO_SMALL``), and after building the path and
 checking its extensions, every issuer's key and every signature but the
 anchor's (``check_auth_level``).  verify.py applies these at the same points.
 
+``VERIFY_X509_STRICT`` is the other: the list of what it checks grew with
+OpenSSL's versions and is not the same in cryptography's OpenSSL as in the
+interpreter's (OpenSSL 4.0 no longer requires a CA's basicConstraints to be
+critical).  So OpenSSL 3.0's list (x509_vfy.c, ``check_extensions``) is
+applied here too, on the path OpenSSL built: the fallback is never looser
+than an interpreter on OpenSSL 3.x, and stricter than one on 1.1.1.
+
 Each check returns OpenSSL's code for what it found (0 when it passes).
 """
 
@@ -17,11 +24,13 @@ import ssl
 from collections.abc import Sequence
 from typing import Any
 
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
-from cryptography.x509.oid import SignatureAlgorithmOID
+from cryptography.x509.oid import ExtensionOID, SignatureAlgorithmOID
 
 from ... import x509_codes as codes
+from ...der import DERError, children, element, names_match
 
 #: Bits of security each level asks for (SSL_CTX_set_security_level(3)).
 _MIN_BITS = (0, 80, 112, 128, 192, 256)
@@ -112,3 +121,159 @@ def strength_code(path: Sequence[Any], level: int) -> tuple[int, int]:
         if depth < len(path) - 1 and signature_bits(cert) < minimum:
             return codes.CA_MD_TOO_WEAK, depth
     return 0, 0
+
+
+# ---- What the strict checks read -----------------------------------------------
+
+def _extension(cert: Any, oid: Any) -> Any:
+    try:
+        return cert.extensions.get_extension_for_oid(oid)
+    except x509.ExtensionNotFound:
+        return None
+
+
+def _serial(cert: Any) -> int:
+    return int(cert.serial_number)
+
+
+def akid_matches(child: Any, issuer: Any) -> bool:
+    """X509_check_akid: every field of the child's authority key identifier that is
+    present matches ``issuer`` (key id, issuer name and serial)."""
+    extension = _extension(child, ExtensionOID.AUTHORITY_KEY_IDENTIFIER)
+    if extension is None:
+        return True
+    aki = extension.value
+    if aki.key_identifier is not None:
+        ski = _extension(issuer, ExtensionOID.SUBJECT_KEY_IDENTIFIER)
+        if ski is not None and ski.value.digest != aki.key_identifier:
+            return False
+    if aki.authority_cert_serial_number is not None \
+            and aki.authority_cert_serial_number != _serial(issuer):
+        return False
+    if aki.authority_cert_issuer:
+        directories = [n.value for n in aki.authority_cert_issuer
+                       if isinstance(n, x509.DirectoryName)]
+        issuer_name = issuer.issuer.public_bytes()
+        if directories and not any(names_match(d.public_bytes(), issuer_name)
+                                   for d in directories):
+            return False
+    return True
+
+
+def self_signed(cert: Any) -> bool:
+    """X509_self_signed(cert, 0): self-issued and its key identifiers agree."""
+    return (names_match(cert.subject.public_bytes(), cert.issuer.public_bytes())
+            and akid_matches(cert, cert))
+
+
+# ---- VERIFY_X509_STRICT ----------------------------------------------------
+
+def _is_ca(cert: Any, basic: Any) -> bool:
+    if basic is not None:
+        return bool(basic.value.ca)
+    # OpenSSL treats a version 1 self-signed certificate as a CA.
+    return cert.version == x509.Version.v1 and self_signed(cert)
+
+
+def _algorithms_differ(der: bytes) -> bool:
+    """The outer signatureAlgorithm and the TBS signature field differ (RFC 5280 4.1.1.2)."""
+    try:
+        _tag, start, end, _ = element(der, 0, len(der))
+        tbs, outer = children(der, start, end, 1)[:2]
+        fields = children(der, tbs[2], tbs[3], 2)
+        inner = fields[2] if fields[0][1] == 0xA0 else fields[1]  # after [0] version
+    except (DERError, IndexError, ValueError):
+        return True
+    # (element start, tag, content start, content end): compare whole elements.
+    return der[inner[0]:inner[3]] != der[outer[0]:outer[3]]
+
+
+def strict_code(path: Sequence[Any], ders: Sequence[bytes]) -> tuple[int, int]:
+    """OpenSSL 3.0's X509_STRICT checks on a path of more than one certificate:
+    (code, depth), (0, 0) when they pass."""
+    if len(path) < 2:
+        return 0, 0  # RFC 6818: RFC 5280 does not apply to a self-issued end entity
+    for depth, (cert, der) in enumerate(zip(path, ders)):
+        code = _strict_one(cert, der, is_last=depth == len(path) - 1)
+        if code:
+            return code, depth
+    return 0, 0
+
+
+def _strict_one(cert: Any, der: bytes, is_last: bool) -> int:
+    basic = _extension(cert, ExtensionOID.BASIC_CONSTRAINTS)
+    usage = _extension(cert, ExtensionOID.KEY_USAGE)
+    san = _extension(cert, ExtensionOID.SUBJECT_ALTERNATIVE_NAME)
+    aki = _extension(cert, ExtensionOID.AUTHORITY_KEY_IDENTIFIER)
+    ski = _extension(cert, ExtensionOID.SUBJECT_KEY_IDENTIFIER)
+    is_ca = _is_ca(cert, basic)
+    cert_sign = usage is not None and bool(usage.value.key_cert_sign)
+    crl_sign = usage is not None and bool(usage.value.crl_sign)
+    if basic is not None and basic.value.path_length is not None:
+        if not is_ca:
+            return codes.PATHLEN_INVALID_FOR_NON_CA
+        if not cert_sign:
+            return codes.PATHLEN_WITHOUT_KU_KEY_CERT_SIGN
+    if is_ca and basic is not None and not basic.critical:
+        return codes.CA_BCONS_NOT_CRITICAL
+    if is_ca and usage is None:
+        return codes.CA_CERT_MISSING_KEY_USAGE
+    if not is_ca and cert_sign:
+        return codes.KU_KEY_CERT_SIGN_INVALID_FOR_NON_CA
+    if len(cert.issuer) == 0:
+        return codes.ISSUER_NAME_EMPTY
+    if len(cert.subject) == 0:
+        if is_ca or crl_sign or san is None:
+            return codes.SUBJECT_NAME_EMPTY
+        if not san.critical:
+            return codes.EMPTY_SUBJECT_SAN_NOT_CRITICAL
+    if san is not None and len(san.value) == 0:
+        return codes.EMPTY_SUBJECT_ALT_NAME
+    if _algorithms_differ(der):
+        return codes.SIGNATURE_ALGORITHM_INCONSISTENCY
+    if aki is not None and aki.critical:
+        return codes.AUTHORITY_KEY_IDENTIFIER_CRITICAL
+    if ski is not None and ski.critical:
+        return codes.SUBJECT_KEY_IDENTIFIER_CRITICAL
+    if cert.version == x509.Version.v3:
+        if not is_last and (aki is None or aki.value.key_identifier is None):
+            return codes.MISSING_AUTHORITY_KEY_IDENTIFIER
+        if is_ca and ski is None:
+            return codes.MISSING_SUBJECT_KEY_IDENTIFIER
+    elif len(cert.extensions) > 0:
+        return codes.EXTENSIONS_REQUIRE_VERSION_3
+    return 0
+
+
+# ---- Host names cryptography's OpenSSL will not take ----------------------------
+
+_NO_WILDCARDS, _NO_PARTIAL_WILDCARDS, _NEVER_CHECK_SUBJECT = 0x2, 0x4, 0x20
+
+
+def _wildcard_matches(pattern: str, name: str, hostflags: int) -> bool:
+    # OpenSSL 3.x v3_utl.c, valid_star and wildcard_match, for a whole-label
+    # star (CPython sets NO_PARTIAL_WILDCARDS): "*" then at least two labels.
+    labels = pattern.split(".")
+    if (hostflags & _NO_WILDCARDS or labels[0] != "*" or "*" in pattern[1:]
+            or len(labels) < 3 or not all(labels[1:])):
+        return False
+    first, _, rest = name.partition(".")
+    return (bool(first) and all(c.isascii() and (c.isalnum() or c == "-") for c in first)
+            and rest.lower() == ".".join(labels[1:]).lower())
+
+
+def legacy_host_matches(leaf: Any, name: str, hostflags: int) -> bool:
+    """X509_check_host as OpenSSL 3.x runs it, for a name OpenSSL 4.0 refuses to take.
+
+    The name is compared as it is (no trailing dot removed): with a DNS name
+    of the subjectAltName, case aside, or through a whole-label wildcard;
+    the subject's common name only when there is no DNS name and the
+    context checks it (``hostname_checks_common_name``).
+    """
+    san = _extension(leaf, ExtensionOID.SUBJECT_ALTERNATIVE_NAME)
+    patterns = san.value.get_values_for_type(x509.DNSName) if san is not None else []
+    if not patterns and not hostflags & _NEVER_CHECK_SUBJECT:
+        patterns = [str(a.value) for a in leaf.subject.get_attributes_for_oid(
+            x509.NameOID.COMMON_NAME)]
+    return any(p.lower() == name.lower() or _wildcard_matches(p, name, hostflags)
+               for p in patterns)

@@ -31,7 +31,7 @@ from ...chase import core as chase
 from ...logtext import escape
 from . import failures as errors
 from . import rules, verdicts
-from .openssl import Certificate, Config, Outcome, certificate, ip_of, verify
+from .openssl import Certificate, Config, Outcome, accepts_host, certificate, ip_of, verify
 from .trust_store import trust_set_for
 
 if TYPE_CHECKING:
@@ -56,6 +56,10 @@ AFTER_AUTH_LEVEL = frozenset({
 })
 
 
+#: check_id's verdicts (the peer name), which a name checked here would replace.
+CHECK_ID = frozenset({62, 63, 64})
+
+
 @functools.lru_cache(maxsize=512)
 def _loaded(der: bytes) -> Any:
     """cryptography's view of a certificate, for key sizes and validity windows."""
@@ -67,15 +71,18 @@ def _loaded(der: bytes) -> Any:
 
 
 def configuration(context: ssl.SSLContext, hostname: str | None,
-                  at: datetime.datetime | None) -> Config:
-    """The verification parameters libssl would set for a client on ``context``."""
-    host = ip = None
+                  at: datetime.datetime | None) -> tuple[Config, str | None]:
+    """The verification parameters libssl would set for a client on ``context``, and
+    the peer name verify.py must check itself (one cryptography's OpenSSL refuses)."""
+    host = ip = legacy = None
     if hostname:
         ip = ip_of(hostname)
         host = hostname if ip is None else None
+        if host is not None and not accepts_host(host):
+            host, legacy = None, host
     hostflags = int(getattr(context, "_host_flags", _DEFAULT_HOSTFLAGS))
-    return Config(int(context.verify_flags), host, ip, hostflags,
-                  int(at.timestamp()) if at is not None else None)
+    return (Config(int(context.verify_flags), host, ip, hostflags,
+                   int(at.timestamp()) if at is not None else None), legacy)
 
 
 def verify_chain(served: Sequence[bytes], context: ssl.SSLContext, hostname: str | None,
@@ -102,9 +109,9 @@ def verify_chain(served: Sequence[bytes], context: ssl.SSLContext, hostname: str
         except ValueError:
             log.debug("fallback: a served certificate OpenSSL cannot read is left out")
     trust = trust_set_for(context, sources)
-    config = configuration(context, hostname, at)
+    config, legacy_host = configuration(context, hostname, at)
     level = rules.security_level(context)
-    judge = _Judge(trust, config, level, cache=at is None)
+    judge = _Judge(trust, config, level, legacy_host, cache=at is None)
 
     # X509_verify_cert judges the leaf's key before anything else.
     outcome = _leaf_key(leaf, level)
@@ -180,18 +187,20 @@ def _chase_loop(judge: _Judge, leaf: Certificate, untrusted: list[Certificate],
 class _Judge:
     """One verification's settings; called once per round of the chase."""
 
-    __slots__ = ("cache", "config", "level", "store", "trust")
+    __slots__ = ("cache", "config", "legacy_host", "level", "store", "trust")
 
-    def __init__(self, trust: TrustSet, config: Config, level: int, cache: bool) -> None:
+    def __init__(self, trust: TrustSet, config: Config, level: int, legacy_host: str | None,
+                 cache: bool) -> None:
         self.trust = trust
         self.config = config
         self.level = level
+        self.legacy_host = legacy_host
         self.cache = cache  # verdicts are cached for "now" only
         self.store = trust.store(config)
 
     def __call__(self, leaf: Certificate, untrusted: Sequence[Certificate]) -> Outcome:
         key = (leaf.der, tuple(c.der for c in untrusted), self.config, self.level,
-               self.trust.generation)
+               self.legacy_host, self.trust.generation)
         if self.cache:
             chain = verdicts.get(key)
             if chain is not None:
@@ -203,19 +212,35 @@ class _Judge:
         return outcome
 
     def _strength(self, outcome: Outcome) -> Outcome:
-        """check_auth_level, which the binding cannot switch on, in its place."""
-        if not self.level or not outcome.chain:
+        """The interpreter's X509_STRICT list, then check_auth_level, in their places:
+        after path building and before everything in AFTER_AUTH_LEVEL (rules.py)."""
+        strict = bool(self.config.flags & ssl.VERIFY_X509_STRICT)
+        if not (self.level or strict or self.legacy_host) or not outcome.chain:
             return outcome
         if outcome.code and outcome.code not in AFTER_AUTH_LEVEL:
             return outcome
         try:
-            path = [_loaded(der) for der in outcome.chain]
-        except Exception:  # noqa: BLE001 - cryptography cannot read it; OpenSSL judged it
-            return outcome
-        code, depth = rules.strength_code(path, self.level)
+            code, depth = self._python_checks(outcome, strict)
+        except Exception as exc:  # noqa: BLE001 - cryptography cannot read what OpenSSL did
+            if outcome.code:
+                return outcome
+            # Fail closed: a check that cannot run never passes (invariant 4).
+            log.debug("fallback: a check OpenSSL's binding lacks could not run: %s", exc)
+            code, depth = codes.UNSPECIFIED, 0
         if not code:
             return outcome
         return Outcome(code, depth, outcome.chain, outcome.chain[depth])
+
+    def _python_checks(self, outcome: Outcome, strict: bool) -> tuple[int, int]:
+        path = [_loaded(der) for der in outcome.chain]
+        code, depth = rules.strict_code(path, outcome.chain) if strict else (0, 0)
+        if not code:
+            code, depth = rules.strength_code(path, self.level)
+        if (not code and self.legacy_host is not None and outcome.code not in CHECK_ID
+                and not rules.legacy_host_matches(path[0], self.legacy_host,
+                                                  self.config.hostflags)):
+            code, depth = codes.HOSTNAME_MISMATCH, 0  # check_id comes next in OpenSSL
+        return code, depth
 
 
 def _remember(key: tuple[object, ...], chain: tuple[bytes, ...]) -> None:
