@@ -80,3 +80,63 @@ def test_the_hook_costs_under_a_millisecond(monkeypatch):
         exec(line, namespace)  # what site does with the .pth line, AIA_EXT_INJECT unset
     per_start = (time.perf_counter() - started) / 1000
     assert per_start < 0.001, per_start
+
+
+@pytest.mark.engine_agnostic
+@pytest.mark.parametrize("value", ["false", "no", "off", "OFF", " 0 ", "00", "n"])
+def test_false_spellings_do_not_inject(value, tmp_path):
+    """Issue 26, item 12: only unset, empty and "0" turned injection off."""
+    result = _python("import sys; m = sys.modules.get('aia_ext'); "
+                     "print(m.is_injected() if m else 'not imported')", tmp_path,
+                     AIA_EXT_INJECT=value)
+    assert result.stdout.strip() in ("not imported", "False"), result.stderr
+    assert result.stderr == ""
+
+
+@pytest.mark.engine_agnostic
+def test_a_value_not_understood_is_named_and_ignored(tmp_path):
+    result = _python("import aia_ext; print(aia_ext.is_injected())", tmp_path,
+                     AIA_EXT_INJECT="maybe")
+    assert result.stdout.strip() == "False"
+    assert result.stderr.strip() == ("aia_ext: AIA_EXT_INJECT='maybe' is not understood "
+                                     "(use 1 or 0); not injecting")
+
+
+def _shadow(tmp_path: pathlib.Path, module: str, text: str) -> str:
+    """A directory that makes ``module`` fail to import, as a broken wheel would."""
+    directory = tmp_path / f"broken-{module}"
+    package = directory / module
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(text)
+    return str(directory)
+
+
+@pytest.mark.engine_agnostic
+@pytest.mark.parametrize("module", ["cryptography", "h11"])
+def test_a_broken_dependency_leaves_ssl_alone(module, tmp_path, make_chain, server, root_file):
+    """Issue 26, item 11: under the fallback, a dependency that does not import made
+    every ssl.create_default_context() raise (pip stopped working).  Now one line on
+    stderr, nothing injected, and ssl verifies as it always does."""
+    broken = _shadow(tmp_path, module, "raise ImportError('simulated broken wheel')\n")
+    chain = make_chain()
+    srv = server(chain.leaf, chain.intermediates)
+    code = ("import socket, ssl, aia_ext; ctx = ssl.create_default_context(cafile=%r); "
+            "raw = socket.create_connection(%r); ctx.wrap_socket(raw, "
+            "server_hostname='localhost').close(); print(aia_ext.is_injected(), "
+            "aia_ext.is_enabled(ctx))" % (root_file, srv.address))
+    result = _python(code, tmp_path, AIA_EXT_INJECT="1", AIA_EXT_ENGINE="fallback",
+                     PYTHONPATH=broken)
+    assert result.stdout.split() == ["False", "False"], result.stderr
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith("aia_ext: AIA_EXT_INJECT is set, but injection failed: "
+                                    "the fallback engine cannot work in this interpreter")
+    assert "simulated broken wheel" in result.stderr
+
+
+@pytest.mark.engine_agnostic
+def test_an_aia_ext_that_cannot_import_is_one_line(tmp_path):
+    broken = _shadow(tmp_path, "aia_ext", "raise RuntimeError('half-installed')\n")
+    result = _python("print('started')", tmp_path, AIA_EXT_INJECT="1", PYTHONPATH=broken)
+    assert result.returncode == 0 and result.stdout.strip() == "started"
+    assert result.stderr == ("aia_ext: AIA_EXT_INJECT is set, but aia_ext cannot be imported: "
+                             "RuntimeError: half-installed\n")

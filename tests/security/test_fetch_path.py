@@ -278,6 +278,9 @@ METADATA_FORMS = [
     "169.254.43518", "[::ffff:169.254.169.254]", "[::ffff:a9fe:a9fe]", "[64:ff9b::a9fe:a9fe]",
     "[2002:a9fe:a9fe::1]", "100.100.100.200", "[fd00:ec2::254]", "168.63.129.16",
     "[fd20:ce::254]", "[fe80::1%25lo]", "0.0.0.0", "[::]",
+    # Issue 26, item 6: a trailing dot, which WHATWG URL parsers (Node-based
+    # proxies) read as the same address.
+    "169.254.169.254.", "2852039166.", "0xa9fea9fe.", "169.254.43518.", "0251.0376.0251.0376.",
 ]
 
 
@@ -351,9 +354,9 @@ def test_a_planted_fifo_neither_blocks_nor_is_read(make_chain, server, aia, root
     chain, srv = _served_chain(make_chain, server)
     cache_dir = tmp_path / "cache"
     cache_dir.mkdir(mode=0o700)
-    from aia_ext._private.chase.diskcache import _path
+    from aia_ext._private.chase.diskcache import entry_path
 
-    os.mkfifo(_path(str(cache_dir), chain.urls[0]))
+    os.mkfifo(entry_path(str(cache_dir), chain.urls[0]))
     with bounded(TIMEOUT + MARGIN):
         assert verify_code(tight_context(root_file, cache_dir=cache_dir), srv) == 0
     assert aia.hits[chain.paths[0]] == 1  # the network was asked instead
@@ -395,12 +398,12 @@ def test_a_cache_directory_owned_by_another_user_is_refused(make_chain, server, 
 def test_a_planted_entry_is_dropped_and_the_network_asked(planted, make_chain, server, aia,
                                                           root, root_file, tmp_path):
     """Issue 12, 5: a well-formed planted entry was used instead of the network, forever."""
-    from aia_ext._private.chase.diskcache import _MAGIC, _path, _pem
+    from aia_ext._private.chase.diskcache import _MAGIC, _pem, entry_path
 
     chain, srv = _served_chain(make_chain, server)
     cache_dir = tmp_path / "cache"
     cache_dir.mkdir(mode=0o700)
-    entry = pathlib.Path(_path(str(cache_dir), chain.urls[0]))
+    entry = pathlib.Path(entry_path(str(cache_dir), chain.urls[0]))
     if planted == "symlink":
         target = tmp_path / "elsewhere.pem"
         target.write_text(f"{_MAGIC}\n# url: {chain.urls[0]}\n" + _pem(chain.intermediates[0].der))

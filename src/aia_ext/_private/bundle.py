@@ -27,6 +27,7 @@ import binascii
 import logging
 
 from .der import DERError, ParsedCertificate, children, element, parse_certificate
+from .logtext import escape
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +139,7 @@ def _certificates_from_der(der: bytes, limit: int) -> list[ParsedCertificate]:
         try:
             certs.append(parse_certificate(blob))
         except DERError as exc:
-            log.debug("skipping an element that is not a DER certificate: %s", exc)
+            log.debug("skipping an element that is not a DER certificate: %s", escape(exc))
     return certs
 
 
@@ -150,8 +151,14 @@ def certificates_in_bundle(data: bytes, limit: int = 100_000) -> list[ParsedCert
     """
     certs: list[ParsedCertificate] = []
     if data[:1] != b"\x30":  # not DER: PEM blocks, with any text around them
-        for der in pem_blocks(data, limit):
-            certs.extend(_certificates_from_der(der, limit - len(certs)))
+        for number, der in enumerate(pem_blocks(data, limit), 1):
+            try:
+                certs.extend(_certificates_from_der(der, limit - len(certs)))
+            except BundleError as exc:
+                # One damaged block (empty, truncated) costs itself only, not
+                # the valid blocks around it (issue 26, item 10).
+                log.debug("skipping PEM block %d: %s", number, escape(exc))
+                continue
             if len(certs) >= limit:
                 break
     else:

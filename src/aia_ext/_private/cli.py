@@ -11,13 +11,15 @@ inconclusive > incomplete > ok).
 from __future__ import annotations
 
 import argparse
+import collections
 import datetime
+import itertools
 import json
 import logging
 import os
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TextIO
 
 from . import findings
@@ -26,7 +28,7 @@ from .logtext import escape
 
 if TYPE_CHECKING:
     import ssl
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Sequence
 
     from .diagnose import CertificateInfo, Diagnosis
 
@@ -204,21 +206,20 @@ def _context(args: argparse.Namespace) -> ssl.SSLContext:
         raise _Usage(f"{where}: no certificate could be loaded ({exc.reason or exc})") from None
 
 
-def _targets(args: argparse.Namespace) -> list[str]:
-    targets = list(args.target)
-    if args.targets is not None:
-        try:
-            stream = sys.stdin if args.targets == "-" else open(args.targets, encoding="utf-8")
-        except OSError as exc:
-            raise _Usage(f"--targets {args.targets}: {exc.strerror or exc}") from None
-        with stream:
-            for line in stream:
-                text = line.split("#", 1)[0].strip()
-                if text:
-                    targets.append(text)
-    if not targets:
-        raise _Usage("no target: give TARGET arguments or --targets FILE")
-    return targets
+def _targets(args: argparse.Namespace) -> Iterator[str]:
+    """The targets, as they are read: a file or stdin is never held in memory whole."""
+    yield from args.target
+    if args.targets is None:
+        return
+    try:
+        stream = sys.stdin if args.targets == "-" else open(args.targets, encoding="utf-8")
+    except OSError as exc:
+        raise _Usage(f"--targets {args.targets}: {exc.strerror or exc}") from None
+    with stream:
+        for line in stream:
+            text = line.split("#", 1)[0].strip()
+            if text:
+                yield text
 
 
 class _Run:
@@ -261,8 +262,16 @@ class _Run:
             return "error", None, str(exc)
         return findings.verdict_of(diagnosis), diagnosis, ""
 
+    def emit_next(self, pending: collections.deque[
+            tuple[str, Future[tuple[str, Diagnosis | None, str]]]], worst: str) -> str:
+        """Write the oldest target's result (waiting for it); the worst verdict so far."""
+        target, future = pending.popleft()
+        verdict, diagnosis, error = future.result()
+        self.emit(target, verdict, diagnosis, error, batch=True)
+        return findings.worst([worst, verdict])
+
     def emit(self, target: str, verdict: str, diagnosis: Diagnosis | None, error: str,
-             total: int) -> None:
+             batch: bool) -> None:
         args = self.args
         with self.lock:
             self.done += 1
@@ -279,13 +288,13 @@ class _Run:
                     label = "UNREACHABLE" if verdict == "unreachable" else "ERROR"
                     self.out.write(f"aia-ext check {escape(target)}\n\nVerdict: {label}: "
                                    f"{escape(error)}\n")
-                if total > 1:
+                if batch:
                     self.out.write("\n")
             elif diagnosis is not None:
                 self._write_pem(diagnosis)
             self.out.flush()
-            if sys.stderr.isatty() and total > 1:
-                sys.stderr.write(f"\r[{self.done}/{total}] checked")
+            if sys.stderr.isatty() and batch:
+                sys.stderr.write(f"\r[{self.done}] checked")
                 sys.stderr.flush()
 
     def _write_pem(self, diagnosis: Diagnosis) -> str | None:
@@ -307,36 +316,48 @@ def _names_a_file(target: str) -> bool:
     return target.lower().endswith((".pem", ".crt", ".cer", ".der", ".p7b", ".p7c"))
 
 
+#: Targets in flight per worker: results are written in input order, so a slow
+#: target holds back at most this many finished ones (memory stays bounded
+#: whatever the batch's size: issue 26, item 13).
+WINDOW_PER_JOB = 4
+
+
 def _check(args: argparse.Namespace, out: TextIO) -> int:
     _check_options(args)
     targets = _targets(args)
-    if args.pem is not None and len(targets) > 1:
+    first = list(itertools.islice(targets, 2))
+    if not first:
+        raise _Usage("no target: give TARGET arguments or --targets FILE")
+    if args.pem is not None and len(first) > 1:
         raise _Usage("--pem takes one target")
     run = _Run(args, out)
-    verdicts: list[str] = []
-    if len(targets) == 1:
-        verdict, diagnosis, error = run.check(targets[0])
+    if len(first) == 1:
+        verdict, diagnosis, error = run.check(first[0])
         if diagnosis is None and not (args.json or args.jsonl):
             # One target, as text: the reason in one line on stderr, no traceback.
             print(f"aia-ext: {verdict}: {escape(error)}", file=sys.stderr)
             return findings.EXIT_CODES[verdict]
-        run.emit(targets[0], verdict, diagnosis, error, 1)
+        run.emit(first[0], verdict, diagnosis, error, batch=False)
         return findings.EXIT_CODES[verdict]
-    pool = ThreadPoolExecutor(max_workers=min(args.jobs, len(targets)))
+    worst = "ok"
+    pool = ThreadPoolExecutor(max_workers=args.jobs)
+    pending: collections.deque[tuple[str, Future[tuple[str, Diagnosis | None, str]]]] = (
+        collections.deque())
     finished = False
     try:
-        futures = {pool.submit(run.check, target): target for target in targets}
-        for future in as_completed(futures):
-            verdict, diagnosis, error = future.result()
-            verdicts.append(verdict)
-            run.emit(futures[future], verdict, diagnosis, error, len(targets))
+        for target in itertools.chain(first, targets):
+            if len(pending) >= args.jobs * WINDOW_PER_JOB:
+                worst = run.emit_next(pending, worst)
+            pending.append((target, pool.submit(run.check, target)))
+        while pending:
+            worst = run.emit_next(pending, worst)
         finished = True
     finally:
         # On Ctrl-C or a closed pipe, do not wait for checks still running.
         pool.shutdown(wait=finished, cancel_futures=True)
     if sys.stderr.isatty():
         sys.stderr.write("\n")
-    return findings.EXIT_CODES[findings.worst(verdicts)]
+    return findings.EXIT_CODES[worst]
 
 
 def _parser() -> argparse.ArgumentParser:

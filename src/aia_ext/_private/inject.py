@@ -56,12 +56,22 @@ def inject_into_ssl(**options: Unpack[OptionsKwargs]) -> None:
     not changed (``enable()`` them); docs/usage.md names the clients that
     create theirs at import time.
 
+    Under the fallback engine, whose every verification runs Python, what a
+    verification imports (cryptography's OpenSSL binding, the fetch path and
+    h11) is imported here first: a broken installation raises here, once,
+    and nothing is injected, instead of failing every context the process
+    creates (issue 26, item 11).
+
     :raises UnsupportedPlatformError: ``AIA_EXT_ENGINE=native`` where the
         native engine cannot bind.
+    :raises MissingDependencyError: the fallback engine's verifier cannot be
+        imported.
     """
     global _saved, _options
     opts = make_options(options)  # validate first; files are read once, here
-    engines.select()  # AIA_EXT_ENGINE=native where it cannot work raises here
+    engine = engines.select()  # AIA_EXT_ENGINE=native where it cannot work raises here
+    if engine.needs_context_class:
+        _require_fallback()
     with _lock:
         _options = opts
         if _saved is not None:
@@ -85,6 +95,23 @@ def inject_into_ssl(**options: Unpack[OptionsKwargs]) -> None:
         STDLIB_CONTEXT.__new__ = staticmethod(__new__)  # type: ignore[method-assign,assignment]
         _saved = saved
     log.debug("AIA chasing injected into ssl.SSLContext")
+
+
+def _require_fallback() -> None:
+    """Import the fallback's verifier (and through it the fetch path), or say what is missing.
+
+    The native engine needs no such check: a complete chain never reaches
+    Python there, and a fetch path that cannot load fails only the chains it
+    was to complete (closed).
+    """
+    from .errors import MissingDependencyError
+
+    try:
+        import aia_ext._private.engines.fallback.verify  # noqa: F401
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"the fallback engine cannot work in this interpreter ({exc}); nothing was "
+            "injected, so ssl's own verification stays in place") from exc
 
 
 def extract_from_ssl() -> None:

@@ -26,9 +26,23 @@ def looks_like_url(text: str) -> bool:
     return "://" in text
 
 
+def _a_label(host: str, text: str) -> str:
+    """``host`` in ASCII: an internationalised name as its IDNA A-labels, as ``ssl`` and
+    ``socket`` encode it, so that both spellings of a target reach the same server."""
+    if host.isascii():
+        return host
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise ValueError(f"{text!r} holds a host name IDNA cannot encode") from None
+
+
 def parse_host_port(text: str, schemes: tuple[str, ...] = ("https",),
                     default_port: int = 443) -> tuple[str, int]:
     """(host, port) of a URL with one of ``schemes``, or of ``host[:port]``.
+
+    A Unicode host name is accepted in both forms and returned as its IDNA
+    A-labels (issue 26, item 13: only the URL form took one).
 
     :raises ValueError: anything else, with the text quoted.
     """
@@ -44,8 +58,14 @@ def parse_host_port(text: str, schemes: tuple[str, ...] = ("https",),
             raise ValueError(f"bad port in {text!r}") from None
         if not parts.hostname:
             raise ValueError(f"no host in {text!r}")
-        return parts.hostname, port
-    match = _HOST_PORT.match(text)
+        return _a_label(parts.hostname, text), port
+    ascii_text = text
+    host, colon, rest = text.rpartition(":") if not text.startswith("[") else ("", "", "")
+    if colon and not host.isascii():
+        ascii_text = f"{_a_label(host, text)}:{rest}"
+    elif not text.isascii():
+        ascii_text = _a_label(text, text)
+    match = _HOST_PORT.match(ascii_text)
     if match is None:
         raise ValueError(f"{text!r} is not an https:// URL, host[:port] or certificate file")
     port = int(match.group(2) or default_port)

@@ -114,6 +114,56 @@ def embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
     return None
 
 
+def _ipv4_number(part: str) -> int | None:
+    # WHATWG URL "IPv4 number parser": 0x/0X hex (possibly empty), a leading
+    # 0 octal, else decimal.
+    if part[:2].lower() == "0x":
+        digits, base = part[2:], 16
+    elif len(part) > 1 and part[0] == "0":
+        digits, base = part[1:], 8
+    else:
+        digits, base = part, 10
+    if not digits:
+        return 0 if base != 10 else None
+    try:
+        return int(digits, base) if digits.isalnum() and digits.isascii() else None
+    except ValueError:
+        return None
+
+
+def literal_ipv4(host: str) -> ipaddress.IPv4Address | None:
+    """The IPv4 address a URL host denotes as the WHATWG URL standard reads it, or None.
+
+    Proxies and resolvers disagree on spellings; the widest reading is the
+    one a check must cover: one trailing dot is ignored, and one to four
+    parts in decimal, octal (leading 0) or hex (0x) make an address, the last
+    part filling the remaining bytes (``169.254.169.254.``, ``2852039166``,
+    ``0xa9.0376.43518``).  A host whose last part is not a number is a name.
+    """
+    parts = host[:-1].split(".") if host.endswith(".") else host.split(".")
+    if not parts or not parts[-1] or _ipv4_number(parts[-1]) is None or len(parts) > 4:
+        return None
+    numbers = [_ipv4_number(p) if p else None for p in parts]
+    if any(n is None for n in numbers):
+        return None
+    values = [n for n in numbers if n is not None]
+    if any(v > 255 for v in values[:-1]) or values[-1] >= 256 ** (5 - len(values)):
+        return None
+    value = values[-1]
+    for index, number in enumerate(values[:-1]):
+        value += number * 256 ** (3 - index)
+    return ipaddress.IPv4Address(value)
+
+
+def canonical_host(host: str) -> str:
+    """``host`` as the address it denotes (an IPv4 literal in any spelling), else the
+    name without one trailing dot, lower-cased: what the policy checks judge."""
+    ipv4 = literal_ipv4(host)
+    if ipv4 is not None:
+        return str(ipv4)
+    return host[:-1].lower() if host.endswith(".") else host.lower()
+
+
 def parse(text: str) -> Address | None:
     """An address in canonical notation (a zone id after % is dropped), or None."""
     try:

@@ -20,6 +20,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
@@ -368,13 +369,19 @@ def _missing(chase: Chase, der: bytes, depth: int, error: int, add: AddUntrusted
     return 0
 
 
-def _store_on_disk(chase: Chase, directory: str) -> None:
-    """Persist what completed this (verified) chain, per URL (like .NET's disk cache)."""
+def _store_on_disk(chase: Chase, directory: str, verified: Sequence[bytes]) -> None:
+    """Persist what completed this verified chain, per URL (like .NET's disk cache).
+
+    Only certificates on the verified path: a response may hold others, and
+    a chase may have added a same-name decoy from one URL before the real
+    issuer from the next (issue 26, item 8); those never reach the disk.
+    """
     from . import diskcache  # opt-in: only when cache_dir is set
 
+    on_path = set(verified)
     by_url: dict[str, list[bytes]] = {}
     for added in chase.added:
-        if added.source in ("network", "memory cache"):
+        if added.source in ("network", "memory cache") and added.der in on_path:
             by_url.setdefault(added.url, []).append(added.der)
     for url, certs in by_url.items():
         diskcache.store(directory, url, certs)
@@ -399,8 +406,13 @@ def _describe(attempt: Attempt) -> str:
     return f"{attempt.url} ({outcome})"
 
 
-def finish(chase_id: int, ok: bool, error: int, depth: int) -> Chase | None:
-    """Close a chase; log once if chasing was tried and the chain still failed."""
+def finish(chase_id: int, ok: bool, error: int, depth: int,
+           verified: Sequence[bytes] = ()) -> Chase | None:
+    """Close a chase; log once if chasing was tried and the chain still failed.
+
+    ``verified`` is the verified path (DER, leaf first) when ``ok``: what of
+    it the chase added may be kept on disk.
+    """
     with _chases_lock:
         chase = _chases.pop(chase_id, None)
     if chase is None:
@@ -413,10 +425,13 @@ def finish(chase_id: int, ok: bool, error: int, depth: int) -> Chase | None:
         log.debug("verification %d: chain completed by AIA in %.1f ms (%d network fetch(es))",
                   chase.id, elapsed, chase.fetches)
         if chase.options.cache_dir is not None:
-            _store_on_disk(chase, chase.options.cache_dir)
-    elif chase.options.cache_dir is not None:
+            _store_on_disk(chase, chase.options.cache_dir, verified)
+        finished.record(chase)
+        return chase
+    if chase.options.cache_dir is not None:
+        # And then the same log line as without a disk cache (issue 26, item 9).
         _forget_disk_entries(chase, chase.options.cache_dir)
-    elif error not in MISSING_ISSUER:
+    if error not in MISSING_ISSUER:
         # The chain was completed; OpenSSL rejected it for another reason,
         # which the caller sees as the verify code.  Not an AIA problem.
         log.debug("verification %d: chain completed by AIA, then rejected with verify error %d "

@@ -9,7 +9,14 @@ The directory is another input a handshake reads, so it is handled as one:
 
 - a directory another user owns, or that group or others can write, is
   refused (memory cache only) with one WARNING, as OpenSSH refuses such a
-  ``~/.ssh`` (StrictModes); so is a path that is not a directory;
+  ``~/.ssh`` (StrictModes); so is a path that is not a directory.  The check
+  is made on every read and write, on the directory that is actually used:
+  it is opened (through a symlink, if the path is one; a missing one is
+  created with mode 0700 first), its descriptor is checked, and entries are
+  read, written, renamed and deleted relative to that descriptor, so the
+  directory cannot change between the check and the use (issue 26, item 7:
+  a directory another user created in a shared /tmp before the first write
+  was used, and the check was made once per path);
 - entries are opened with ``O_NOFOLLOW | O_NONBLOCK`` and must be regular
   files: a symlink, FIFO or device planted there is ignored and can neither
   redirect the read nor block the handshake;
@@ -29,8 +36,8 @@ import base64
 import hashlib
 import logging
 import os
+import secrets
 import stat
-import tempfile
 import threading
 import time
 
@@ -48,12 +55,20 @@ MAX_ENTRY_BYTES = 256 * 1024
 #: name a handful; the bound keeps a hostile caller from growing it).
 MAX_DIRECTORIES = 64
 
-_verdicts: dict[str, bool] = {}
-_verdicts_lock = threading.Lock()
+_warned: set[tuple[str, str]] = set()
+_warned_lock = threading.Lock()
+
+#: Whether entries can be opened relative to a directory descriptor (POSIX).
+_DIR_FD = os.open in os.supports_dir_fd and hasattr(os, "O_DIRECTORY")
 
 
-def _path(directory: str, url: str) -> str:
-    return os.path.join(directory, hashlib.sha256(url.encode()).hexdigest() + ".pem")
+def _name(url: str) -> str:
+    return hashlib.sha256(url.encode()).hexdigest() + ".pem"
+
+
+def entry_path(directory: str, url: str) -> str:
+    """Where the entry for ``url`` lives in ``directory``."""
+    return os.path.join(directory, _name(url))
 
 
 def _pem(der: bytes) -> str:
@@ -62,14 +77,8 @@ def _pem(der: bytes) -> str:
     return "-----BEGIN CERTIFICATE-----\n" + "\n".join(lines) + "\n-----END CERTIFICATE-----\n"
 
 
-def _untrusted_reason(directory: str) -> str | None:
-    """Why ``directory`` must not be used as a cache, or None if it may."""
-    try:
-        info = os.stat(directory)
-    except FileNotFoundError:
-        return None  # created, with mode 0700, on the first write
-    except OSError as exc:
-        return f"cannot stat it ({exc.strerror or exc})"
+def _untrusted_reason(info: os.stat_result) -> str | None:
+    """Why a directory with this status must not be used as a cache, or None if it may."""
     if not stat.S_ISDIR(info.st_mode):
         return "it is not a directory"
     geteuid = getattr(os, "geteuid", None)
@@ -83,37 +92,88 @@ def _untrusted_reason(directory: str) -> str | None:
     return None
 
 
-def usable(directory: str) -> bool:
-    """Whether ``directory`` may be read and written; one WARNING when it may not."""
-    with _verdicts_lock:
-        verdict = _verdicts.get(directory)
-    if verdict is not None:
-        return verdict
-    reason = _untrusted_reason(directory)
+def _refuse(directory: str, reason: str) -> None:
+    """One WARNING per directory and reason; the memory cache is used alone."""
+    with _warned_lock:
+        if (directory, reason) in _warned:
+            return
+        if len(_warned) >= MAX_DIRECTORIES:
+            _warned.clear()
+        _warned.add((directory, reason))
+    log.warning("aia_ext disk cache: refusing %s: %s; using the memory cache only",
+                escape(directory), reason)
+
+
+class _Directory:
+    """The cache directory, opened and checked for one use; a context manager.
+
+    ``fd`` is its descriptor where entries can be opened relative to one
+    (``None`` elsewhere: Windows, which has no modes to check either).
+    """
+
+    def __init__(self, directory: str, fd: int | None) -> None:
+        self.path = directory
+        self.fd = fd
+
+    def __enter__(self) -> _Directory:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+
+    def entry(self, name: str) -> str:
+        """What to pass as a path for ``name`` (with ``dir_fd=self.fd``)."""
+        return name if self.fd is not None else os.path.join(self.path, name)
+
+
+def _open(directory: str, create: bool) -> _Directory | None:
+    """``directory`` opened and checked now, or None (missing, or refused with a WARNING)."""
+    if create:
+        try:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+        except OSError as exc:
+            log.debug("disk cache: cannot create %s: %s", escape(directory), escape(exc))
+            return None
+    try:
+        if _DIR_FD:
+            flags = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)
+            fd: int | None = os.open(directory, flags)
+            info = os.fstat(fd)  # type: ignore[arg-type]
+        else:
+            fd, info = None, os.stat(directory)
+    except FileNotFoundError:
+        return None
+    except NotADirectoryError:
+        _refuse(directory, "it is not a directory")
+        return None
+    except OSError as exc:
+        _refuse(directory, f"cannot open it ({exc.strerror or exc})")
+        return None
+    reason = _untrusted_reason(info)
     if reason is not None:
-        log.warning("aia_ext disk cache: refusing %s: %s; using the memory cache only",
-                    escape(directory), reason)
-    with _verdicts_lock:
-        if len(_verdicts) >= MAX_DIRECTORIES:
-            _verdicts.clear()
-        _verdicts[directory] = reason is None
-    return reason is None
+        if fd is not None:
+            os.close(fd)
+        _refuse(directory, reason)
+        return None
+    return _Directory(directory, fd)
 
 
-def _read(path: str) -> bytes | None:
-    """The bytes of a regular file at ``path``, without following links or blocking."""
+def _read(where: _Directory, name: str) -> bytes | None:
+    """The bytes of a regular file, without following links or blocking."""
     flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
     flags |= getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    path = where.entry(name)
     try:
-        fd = os.open(path, flags)
+        fd = os.open(path, flags, dir_fd=where.fd)
     except FileNotFoundError:
         return None
     except OSError as exc:  # ELOOP for a symlink, EACCES, ENXIO for a socket...
-        log.debug("disk cache: cannot open %s: %s", path, exc)
+        log.debug("disk cache: cannot open %s: %s", escape(path), escape(exc))
         return None
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            log.debug("disk cache: ignoring %s (not a regular file)", path)
+            log.debug("disk cache: ignoring %s (not a regular file)", escape(path))
             return None
         chunks, size = [], 0
         while size <= MAX_ENTRY_BYTES:
@@ -124,7 +184,7 @@ def _read(path: str) -> bytes | None:
             size += len(chunk)
         return b"".join(chunks)
     except OSError as exc:
-        log.debug("disk cache: cannot read %s: %s", path, exc)
+        log.debug("disk cache: cannot read %s: %s", escape(path), escape(exc))
         return None
     finally:
         os.close(fd)
@@ -132,10 +192,12 @@ def _read(path: str) -> bytes | None:
 
 def load(directory: str, url: str) -> tuple[ParsedCertificate, ...] | None:
     """The unexpired certificates cached for ``url``, or None."""
-    if not usable(directory):
+    where = _open(directory, create=False)
+    if where is None:
         return None
-    path = _path(directory, url)
-    data = _read(path)
+    with where:
+        path = _name(url)
+        data = _read(where, path)
     if data is None:
         return None
     header, _, body = data.partition(b"\n")
@@ -147,10 +209,10 @@ def load(directory: str, url: str) -> tuple[ParsedCertificate, ...] | None:
     try:
         certs = tuple(certificates_in_response(body))
     except FetchError as exc:
-        log.debug("disk cache: ignoring %s (%s)", path, exc)
+        log.debug("disk cache: ignoring %s (%s)", escape(path), escape(exc))
         return None
     if min(c.not_after for c in certs) <= time.time():
-        log.debug("disk cache: %s has expired", path)
+        log.debug("disk cache: %s has expired", escape(path))
         return None
     return certs
 
@@ -183,33 +245,47 @@ def issued_child(child: bytes, candidates: list[bytes]) -> bool:
 
 def discard(directory: str, url: str) -> None:
     """Delete the entry for ``url`` (a no-op if there is none)."""
-    if not usable(directory):
+    where = _open(directory, create=False)
+    if where is None:
         return
-    try:
-        os.unlink(_path(directory, url))
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        log.debug("disk cache: cannot delete the entry for %s: %s", escape(url), exc)
+    with where:
+        try:
+            os.unlink(where.entry(_name(url)), dir_fd=where.fd)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.debug("disk cache: cannot delete the entry for %s: %s", escape(url), escape(exc))
 
 
 def store(directory: str, url: str, certs: list[bytes]) -> None:
     """Write ``certs`` (DER) for ``url`` atomically; failures are logged, not raised."""
-    if not certs or "\n" in url or "\r" in url or not usable(directory):
+    if not certs or "\n" in url or "\r" in url:
         return
     content = f"{_MAGIC}\n# url: {url}\n" + "".join(_pem(d) for d in certs)
-    try:
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pem", dir=directory)
-        try:
-            with os.fdopen(fd, "w", encoding="ascii") as f:
-                f.write(content)
-            os.replace(tmp, _path(directory, url))
-        except BaseException:
-            os.unlink(tmp)
-            raise
-    except OSError as exc:
-        log.debug("disk cache: cannot write an entry for %s in %s: %s", escape(url), directory,
-                  exc)
+    where = _open(directory, create=True)
+    if where is None:
         return
+    with where:
+        try:
+            _write_atomically(where, _name(url), content.encode("ascii"))
+        except OSError as exc:
+            log.debug("disk cache: cannot write an entry for %s in %s: %s", escape(url),
+                      escape(directory), escape(exc))
+            return
     log.debug("disk cache: stored %d certificate(s) for %s", len(certs), escape(url))
+
+
+def _write_atomically(where: _Directory, name: str, data: bytes) -> None:
+    # A new file of our own (O_EXCL, never through a link), then one rename:
+    # readers in other processes see the old entry or the new one.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    flags |= getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    temporary = where.entry(f".tmp-{secrets.token_hex(8)}.pem")
+    fd = os.open(temporary, flags, 0o600, dir_fd=where.fd)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(temporary, where.entry(name), src_dir_fd=where.fd, dst_dir_fd=where.fd)
+    except BaseException:
+        os.unlink(temporary, dir_fd=where.fd)
+        raise

@@ -64,6 +64,10 @@ class _Hop(NamedTuple):
 def _hop(url: str, options: Options) -> _Hop:
     parts = urlsplit(url)
     host = parts.hostname or ""
+    # One spelling of the address for every check and for the connection
+    # itself: "169.254.169.254." and "2852039166" are the metadata address
+    # to a resolver or a WHATWG proxy as much as the dotted form is (issue 26).
+    literal = addresses.literal_ipv4(host)
     tls = parts.scheme.lower() == "https"
     port = parts.port or (443 if tls else 80)
     host_header = f"[{host}]" if ":" in host else host
@@ -74,7 +78,8 @@ def _hop(url: str, options: Options) -> _Hop:
         path += "?" + parts.query
     proxy = None if tls else _proxy_for(url, host)
     if proxy is None:
-        return _Hop(host, port, path, host_header, host if tls else None, False)
+        connect = str(literal) if literal is not None else host
+        return _Hop(connect, port, path, host_header, host if tls else None, False)
     _check_proxied_host(host, options)
     proxy_parts = urlsplit(proxy if "://" in proxy else "http://" + proxy)
     try:
@@ -105,9 +110,16 @@ def _proxy_for(url: str, host: str) -> str | None:
 def _check_proxied_host(host: str, options: Options) -> None:
     """The destination checks that can be made without resolving ``host`` here.
 
-    A literal address, in every form getaddrinfo accepts (dotted, decimal,
-    octal, hex, short, IPv6 with a zone), is judged exactly as a resolved one.
+    A literal address, in every form getaddrinfo or a WHATWG URL parser
+    accepts (dotted, decimal, octal, hex, short, a trailing dot, IPv6 with a
+    zone), is judged exactly as a resolved one.
     """
+    literal = addresses.literal_ipv4(host)
+    if literal is not None:
+        refusal = addresses.refusal(str(literal), options.allow_private)
+        if refusal is not None:
+            raise FetchError(refusal)
+        return
     try:
         infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM,
                                    flags=socket.AI_NUMERICHOST)
@@ -119,7 +131,7 @@ def _check_proxied_host(host: str, options: Options) -> None:
             raise FetchError(refusal)
     if infos:
         return
-    name = host.rstrip(".").lower()
+    name = addresses.canonical_host(host)
     if name in addresses.METADATA_NAMES:
         raise FetchError(f"refused by policy: {escape(name)} names a cloud metadata endpoint")
     if not options.allow_private and (name == "localhost" or name.endswith(".localhost")):

@@ -212,7 +212,9 @@ class NativeEngine:
                             ok: int, error: int, depth: int) -> None:
             from ..chase import core as chase  # loaded by aia_ext_py_missing already
 
-            chase.finish(chase_id, bool(ok), error, depth)
+            # The verified path, for the disk cache: what it may keep.
+            verified = binding.store_chain(store_ctx) if ok else []
+            chase.finish(chase_id, bool(ok), error, depth, verified)
 
         # Not decorators: cffi is untyped, and a plain call keeps mypy --strict quiet.
         ffi.def_extern(onerror=_callback_error)(aia_ext_py_missing)

@@ -144,12 +144,14 @@ def _complete(conn: Any, context: Any, options: Options) -> bool:
 
     state, _ = chase.chase_for(0, options)
     ok, code, depth = False, codes.UNABLE_TO_GET_ISSUER_CERT_LOCALLY, 0
+    verified: list[bytes] = []
     try:
         for _round in range(codes.MAX_ROUNDS):
             store_ctx = crypto.X509StoreContext(context.get_cert_store(), leaf, untrusted)
             try:
-                store_ctx.verify_certificate()
+                path = store_ctx.get_verified_chain()
                 ok, code = True, 0
+                verified = [c.to_cryptography().public_bytes(Encoding.DER) for c in path]
                 break
             except crypto.X509StoreContextError as exc:
                 code, depth = int(exc.errors[0]), int(exc.errors[1])
@@ -159,7 +161,7 @@ def _complete(conn: Any, context: Any, options: Options) -> bool:
                 if chase.on_missing_issuer(state, missing, depth, code, add) <= 0:
                     break
     finally:
-        chase.finish(state.id, ok, code, depth)
+        chase.finish(state.id, ok, code, depth, verified)
     return ok
 
 

@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from ...errors import MissingDependencyError
+from ...logtext import escape
 
 log = logging.getLogger(__name__)
 
@@ -285,7 +286,7 @@ class TrustSet:
             # A directory that cannot be added is a capath OpenSSL would find
             # nothing in either; the verdict shows it.
             if lib.X509_STORE_load_locations(store, ffi.NULL, os.fsencode(directory)) != 1:
-                log.debug("fallback: capath %r could not be added", directory)
+                log.debug("fallback: capath %s could not be added", escape(directory))
         lib.ERR_clear_error()
         return store
 

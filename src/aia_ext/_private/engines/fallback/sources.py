@@ -29,6 +29,7 @@ from typing import Any
 
 from ...bundle import labelled_pem_blocks
 from ...der import DERError, element
+from ...logtext import escape
 from ...stdlib_ssl import record_trust_sources
 
 log = logging.getLogger(__name__)
@@ -104,11 +105,11 @@ def record_loaded(context: object, cafile: Any = None, capath: Any = None,
             stat = os.stat(path)
             certificates, special = _file(path, stat.st_mtime_ns, stat.st_size)
         except (OSError, ValueError, TypeError) as exc:
-            log.debug("fallback: could not read the CA file back: %s", exc)
+            log.debug("fallback: could not read the CA file back: %s", escape(exc))
         else:
             record_trust_sources(context, files=special or None, certificates=certificates)
     if cadata is not None:
         try:
             record_trust_sources(context, certificates=_cadata(cadata))
         except (TypeError, ValueError) as exc:
-            log.debug("fallback: could not read cadata back: %s", exc)
+            log.debug("fallback: could not read cadata back: %s", escape(exc))

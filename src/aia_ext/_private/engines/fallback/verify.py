@@ -120,7 +120,7 @@ def verify_chain(served: Sequence[bytes], context: ssl.SSLContext, hostname: str
         outcome, state = _chase_loop(judge, leaf, untrusted, options)
     code = errors.interpreter_code(outcome.code)
     if state is not None:
-        chase.finish(state.id, code == 0, code, outcome.depth)
+        chase.finish(state.id, code == 0, code, outcome.depth, outcome.chain)
     chase_id = state.id if state is not None else 0
     if code:
         log.debug("fallback: verification failed with %d at depth %d (%s)",
@@ -225,7 +225,7 @@ class _Judge:
             if outcome.code:
                 return outcome
             # Fail closed: a check that cannot run never passes (invariant 4).
-            log.debug("fallback: a check OpenSSL's binding lacks could not run: %s", exc)
+            log.debug("fallback: a check OpenSSL's binding lacks could not run: %s", escape(exc))
             code, depth = codes.UNSPECIFIED, 0
         if not code:
             return outcome
