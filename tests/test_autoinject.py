@@ -16,6 +16,8 @@ import time
 import pytest
 
 HOOK = "aia_ext-inject.pth"
+# Some interpreters (Debian's PyPy) read a site directory's .pth files twice; the
+# hook runs once (a "_aia_ext_inject_pth" entry in sys.modules marks it).
 SOURCE = pathlib.Path(__file__).resolve().parent.parent / "src" / HOOK
 
 
@@ -120,10 +122,10 @@ def test_a_broken_dependency_leaves_ssl_alone(module, tmp_path, make_chain, serv
     broken = _shadow(tmp_path, module, "raise ImportError('simulated broken wheel')\n")
     chain = make_chain()
     srv = server(chain.leaf, chain.intermediates)
-    code = ("import socket, ssl, aia_ext; ctx = ssl.create_default_context(cafile=%r); "
-            "raw = socket.create_connection(%r); ctx.wrap_socket(raw, "
+    code = (f"import socket, ssl, aia_ext; ctx = ssl.create_default_context(cafile={root_file!r}); "
+            f"raw = socket.create_connection({srv.address!r}); ctx.wrap_socket(raw, "
             "server_hostname='localhost').close(); print(aia_ext.is_injected(), "
-            "aia_ext.is_enabled(ctx))" % (root_file, srv.address))
+            "aia_ext.is_enabled(ctx))")
     result = _python(code, tmp_path, AIA_EXT_INJECT="1", AIA_EXT_ENGINE="fallback",
                      PYTHONPATH=broken)
     assert result.stdout.split() == ["False", "False"], result.stderr

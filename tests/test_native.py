@@ -106,6 +106,7 @@ def test_version_mismatch_is_refused():
 @pytest.mark.skipif(not PYPY, reason="PyPy's binding path")
 def test_pypy_unreachable_library_is_refused():
     result = _run(REFUSAL.format(
-        setup="import _pypy_openssl; _pypy_openssl.__file__ = '/nonexistent/_pypy_openssl.so'"))
+        setup="import _pypy_openssl; _pypy_openssl.__file__ = '/nonexistent/_pypy_openssl.so'"),
+        engine="native")
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("REFUSED: cannot bind to _ssl's OpenSSL: dlopen(") == 2

@@ -45,7 +45,7 @@ class Spec:
     bc_critical: bool = True
     basic_constraints: bool = True
     path_length: int | None = None
-    key_usage: x509.KeyUsage | None | bool = True  # True: the usual one; None: absent
+    key_usage: x509.KeyUsage | bool | None = True  # True: the usual one; None: absent
     eku: Sequence[x509.ObjectIdentifier] | None = (ExtendedKeyUsageOID.SERVER_AUTH,)
     ski: bool = True
     aki: bool = True

@@ -84,7 +84,8 @@ def test_14_the_text_of_a_name_refusal_is_plain_ssls(hostname, root, root_file, 
     leaf = issue("localhost", root, dns=["localhost"], ips=["127.0.0.1"])
     plain, ours = _both(root_file, server(leaf).address, hostname)
     assert ours == plain
-    assert re.search(r"\(_ssl\.c:\d+\)$", str(ours[3]))
+    if re.search(r"\(_ssl\.c:\d+\)$", str(plain[3])):  # CPython's _ssl adds it; PyPy's not
+        assert str(ours[3]).endswith(str(plain[3])[-20:])
 
 
 def test_14_every_code_reads_as_plain_ssl(root, root_file, server):
@@ -174,7 +175,7 @@ def test_7_a_directory_someone_else_created_first_is_refused(tmp_path, root_file
                     reason="giving a directory to another user needs root")
 def test_7_a_symlinked_directory_of_another_owner_is_refused(tmp_path, root_file, incomplete,
                                                              caplog):
-    srv, url = incomplete
+    srv, _url = incomplete
     theirs = tmp_path / "theirs"
     theirs.mkdir(mode=0o700)
     os.chown(theirs, 12345, 12345)
@@ -277,23 +278,26 @@ def test_10_a_damaged_block_in_a_response_costs_only_itself(kind, aia, root, roo
 def test_13_a_batch_streams_in_input_order_in_bounded_memory(tmp_path):
     """Every result was kept until the batch ended: ~2.5 KiB per line (243 MiB for
     100,000 bad lines).  Now each is written as it comes, in input order."""
-    lines = 20_000
-    targets = "".join(f"bad target {i}!\n" for i in range(lines))
+    import json
+
     # VmHWM, not getrusage(): Linux carries the forking parent's peak into the
     # child's ru_maxrss across exec.
     code = ("import sys; from aia_ext._private.cli import main; "
             "status = main(['check', '--targets', '-', '--jsonl', '-j', '8']); "
             "peak = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]; "
             "sys.stderr.write('RSS %d\\n' % int(peak.split()[1])); sys.exit(status)")
-    result = subprocess.run([sys.executable, "-c", code], input=targets, capture_output=True,
-                            text=True, timeout=300)
-    import json
-
-    records = [json.loads(line) for line in result.stdout.splitlines()]
-    assert result.returncode == 2
-    assert [r["target"] for r in records] == [f"bad target {i}!" for i in range(lines)]
-    rss_kib = int(re.search(r"RSS (\d+)", result.stderr).group(1))
-    assert rss_kib < 80 * 1024, rss_kib  # the interpreter and aia_ext take ~40 MiB of it
+    peaks = {}
+    for lines in (2_000, 20_000):
+        targets = "".join(f"bad target {i}!\n" for i in range(lines))
+        result = subprocess.run([sys.executable, "-c", code], input=targets,
+                                capture_output=True, text=True, timeout=300)
+        records = [json.loads(line) for line in result.stdout.splitlines()]
+        assert result.returncode == 2
+        assert [r["target"] for r in records] == [f"bad target {i}!" for i in range(lines)]
+        peaks[lines] = int(re.search(r"RSS (\d+)", result.stderr).group(1))
+    # Ten times the lines, (nearly) the same peak: it was ~2.5 KiB more per line,
+    # 44 MiB for these 18,000 (PyPy's collector alone takes some MiB more).
+    assert peaks[20_000] - peaks[2_000] < 16 * 1024, peaks
 
 
 @pytest.mark.engine_agnostic

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import ssl
 import struct
@@ -85,6 +86,10 @@ def state_of(context: object) -> FallbackState | None:
     state = getattr(context, "__dict__", {}).get(STATE_KEY)
     return state if isinstance(state, FallbackState) else None
 
+
+#: Where a context keeps the security level its cipher string set.
+SECLEVEL_KEY = "_aia_seclevel"
+_SECLEVEL = re.compile(r"@SECLEVEL=(\d)")
 
 #: Where a connection keeps what its verification needs and found.
 SETTINGS_KEY = "_aia_verify"
@@ -180,6 +185,16 @@ class VerifyingContext(_Base):
                        lambda: super(VerifyingContext, self)._wrap_bio(  # type: ignore[misc]
                            incoming, outgoing, server_side, server_hostname, owner=owner,
                            session=session))
+
+    # -- the security level, where ssl does not show it (CPython 3.9, PyPy)
+
+    def set_ciphers(self, cipherlist: str) -> None:
+        super().set_ciphers(cipherlist)
+        # "@SECLEVEL=n" is how Python code sets the level before 3.10;
+        # OpenSSL applies the last one given (ssl/ssl_ciph.c).
+        levels = _SECLEVEL.findall(cipherlist)
+        if levels:
+            self.__dict__[SECLEVEL_KEY] = int(levels[-1])
 
     # -- trust store bookkeeping (what get_ca_certs() cannot list)
 
@@ -289,7 +304,12 @@ def remove_tap(context: object) -> None:
         return
     current = C_BASE._msg_callback.__get__(context)
     if isinstance(current, _Tap):
-        C_BASE._msg_callback.__set__(context, current.inner)
+        try:
+            C_BASE._msg_callback.__set__(context, current.inner)
+        except TypeError:
+            # PyPy's setter takes no None: the tap stays, inert (connections
+            # made from now on carry no settings for it to act on).
+            pass
 
 
 def certificates_in_message(data: bytes, tls13: bool) -> list[bytes]:

@@ -50,11 +50,14 @@ _DIGEST_BITS = {
 def security_level(context: ssl.SSLContext) -> int:
     """The context's security level (``SSLContext.security_level``, 3.10+).
 
-    Before 3.10 ``ssl`` does not show it; 2 is what CPython 3.10+ and
-    Debian's OpenSSL configuration set, so the fallback judges by that
-    rather than by the laxer library default.
+    Before 3.10 (and on PyPy) ``ssl`` does not show it: the level a
+    ``set_ciphers("...@SECLEVEL=n")`` on the context set is used, else 2,
+    what CPython 3.10+ and Debian's OpenSSL configuration set, rather than
+    the laxer library default.
     """
-    level = getattr(context, "security_level", 2)
+    level = getattr(context, "security_level", None)
+    if level is None:
+        level = getattr(context, "__dict__", {}).get("_aia_seclevel", 2)
     return max(0, min(int(level), 5))
 
 
@@ -68,12 +71,13 @@ def _modulus_bits(bits: int) -> int:
     return 0
 
 
-def key_bits(cert: Any) -> int:
-    """EVP_PKEY_get_security_bits of the certificate's key (0: unknown or unusable)."""
+def key_bits(cert: Any) -> int | None:
+    """EVP_PKEY_get_security_bits of the certificate's key; None when cryptography
+    cannot read the key (explicit curve parameters...): OpenSSL judges it then."""
     try:
         key = cert.public_key()
     except Exception:  # noqa: BLE001 - an algorithm cryptography cannot load
-        return 0
+        return None
     if isinstance(key, rsa.RSAPublicKey):
         return _modulus_bits(key.key_size)
     if isinstance(key, dsa.DSAPublicKey):
@@ -106,7 +110,8 @@ def signature_bits(cert: Any) -> int:
 
 def leaf_key_code(leaf: Any, level: int) -> int:
     """X509_verify_cert checks the leaf's key before anything else."""
-    return codes.EE_KEY_TOO_SMALL if level and key_bits(leaf) < _MIN_BITS[level] else 0
+    bits = key_bits(leaf)
+    return codes.EE_KEY_TOO_SMALL if level and bits is not None and bits < _MIN_BITS[level] else 0
 
 
 def strength_code(path: Sequence[Any], level: int) -> tuple[int, int]:
@@ -116,7 +121,8 @@ def strength_code(path: Sequence[Any], level: int) -> tuple[int, int]:
         return 0, 0
     minimum = _MIN_BITS[level]
     for depth, cert in enumerate(path):
-        if depth > 0 and key_bits(cert) < minimum:
+        bits = key_bits(cert) if depth > 0 else None
+        if bits is not None and bits < minimum:
             return codes.CA_KEY_TOO_SMALL, depth
         if depth < len(path) - 1 and signature_bits(cert) < minimum:
             return codes.CA_MD_TOO_WEAK, depth
