@@ -1,58 +1,91 @@
 #!/usr/bin/env bash
-# The test suite on the CPythons, PyPys and OpenSSLs that Debian ships, each in
-# a chroot made with debootstrap from the Debian package registry (issue 16).
+# The test suite on the CPythons, PyPys and OpenSSLs that Debian ships, and the
+# Linux wheels' builds, each in a chroot made with debootstrap from the Debian
+# package registry (issues 16 and 21).
 #
-#   sudo .ci/debian.sh [--wheel FILE] [--sdist FILE] [SUITE...]
+#   sudo .ci/debian.sh [--wheels DIR] [--sdist FILE] [CHROOT...]
+#   sudo .ci/debian.sh --build OUTDIR --sdist FILE [CHROOT...]
 #
-# SUITE is bullseye (CPython 3.9, OpenSSL 1.1.1), stable (CPython 3.13, PyPy
-# 3.11, OpenSSL 3.5) or testing (CPython 3.14 and 3.15, the 3.15 debug build,
-# PyPy, OpenSSL 3.6); all three by default.  Chroots live under
-# $AIA_EXT_CHROOTS (default /var/tmp/aia-ext-chroots) and are reused: a second
-# run only refreshes their packages when the package list below changed.
-# Without --wheel/--sdist, the checkout itself is installed (`pip install .`).
-# Each row prints its interpreter and OpenSSL, then the README's test command's
-# result; the script fails when any row fails.  Mounts are undone on every exit.
+# CHROOT is one of:
+#   bullseye        Debian 11, x86_64: CPython 3.9, OpenSSL 1.1.1, glibc 2.31
+#   stable          Debian 13: CPython 3.13, PyPy 3.11, OpenSSL 3.5
+#   testing         CPython 3.14 and 3.15, the 3.15 debug build, PyPy, OpenSSL 3.6
+#   stable-nogcc    Debian 13 without a C compiler or the Python headers
+#   bullseye-arm64  Debian 11, aarch64, under qemu-user emulation
+# (bullseye stable testing stable-nogcc bullseye-arm64 by default).  Chroots live
+# under $AIA_EXT_CHROOTS (default /var/tmp/aia-ext-chroots) and are reused: a
+# second run only refreshes their packages when the package list below changed.
+#
+# Testing (the default): each row installs the package as the row says
+# (debian_row.sh) from --wheels (a directory of wheels) and --sdist, or the
+# checkout itself, then runs the README's test command.  Each row prints its
+# interpreter and OpenSSL, then the result; the script fails when any row fails.
+# --build: in each chroot, build the abi3 wheel from the sdist with that
+# Debian's old glibc, repair it with auditwheel to manylinux_2_17 (refused if it
+# needs newer symbols) and copy it to OUTDIR (debian_build.sh).
+# Mounts are undone on every exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 CHROOTS=${AIA_EXT_CHROOTS:-/var/tmp/aia-ext-chroots}
 MIRROR=${AIA_EXT_DEBIAN_MIRROR:-http://deb.debian.org/debian}
-WHEEL="" SDIST=""
+WHEELS="" SDIST="" BUILD=""
 while [ $# -gt 0 ]; do
   case $1 in
-    --wheel) WHEEL=$(realpath "$2"); shift 2 ;;
+    --wheels) WHEELS=$(realpath "$2"); shift 2 ;;
     --sdist) SDIST=$(realpath "$2"); shift 2 ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    --build) mkdir -p "$2"; BUILD=$(realpath "$2"); shift 2 ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     -*) echo "unknown option: $1" >&2; exit 2 ;;
     *) break ;;
   esac
 done
 SUITES=("$@")
-[ ${#SUITES[@]} -gt 0 ] || SUITES=(bullseye stable testing)
+[ ${#SUITES[@]} -gt 0 ] || SUITES=(bullseye stable testing stable-nogcc bullseye-arm64)
+if [ -n "$BUILD" ] && [ -z "$SDIST" ]; then
+  echo "--build needs --sdist" >&2
+  exit 2
+fi
 
 if [ "$(id -u)" != 0 ]; then
   echo "debian.sh needs root (debootstrap, chroot, mount)" >&2
   exit 2
 fi
 
-# What each suite installs, and the rows it runs: "INTERPRETER INSTALL [MODE]"
+codename() {  # the Debian suite a chroot is made from
+  case $1 in
+    bullseye|bullseye-arm64) echo bullseye ;;
+    stable|stable-nogcc) echo stable ;;
+    *) echo "$1" ;;
+  esac
+}
+arch() {
+  case $1 in *-arm64) echo arm64 ;; *) echo amd64 ;; esac
+}
+
+# What each chroot installs, and the rows it runs: "INTERPRETER INSTALL [MODE]"
 # (.ci/debian_row.sh says what INSTALL and MODE mean).
 packages() {
   local common="ca-certificates gcc libc6-dev libssl-dev netbase openssl"
   case $1 in
-    bullseye) echo "$common python3 python3-dev python3-venv" ;;
+    bullseye|bullseye-arm64) echo "$common python3 python3-dev python3-venv" ;;
     stable) echo "$common python3 python3-dev python3-venv pypy3 pypy3-dev pypy3-venv" ;;
     testing) echo "$common python3.14 python3.14-dev python3.14-venv python3.15 python3.15-dev" \
                   "python3.15-venv python3.15-dbg pypy3 pypy3-dev pypy3-venv valgrind" ;;
-    *) echo "unknown suite: $1" >&2; return 2 ;;
+    # No compiler and no Python headers: what a slim container has.
+    stable-nogcc) echo "ca-certificates netbase openssl python3 python3-venv" ;;
+    *) echo "unknown chroot: $1" >&2; return 2 ;;
   esac
 }
 rows() {
   case $1 in
-    bullseye) echo "python3 wheel" ;;
+    bullseye) echo "python3 binary" ;;
     stable) printf '%s\n' "python3 wheel" "pypy3 sdist" ;;
     testing) printf '%s\n' "python3.14 wheel" "python3.15 wheel" "pypy3 nocrypto" \
                            "python3.15-dbg sdist debug" ;;
+    stable-nogcc) echo "python3 nocompiler" ;;
+    # Emulated (about ten times slower): the native engine on a named subset.
+    bullseye-arm64) echo "python3 binary" ;;
   esac
 }
 
@@ -106,10 +139,28 @@ enter() {  # enter DIR COMMAND...: run in the chroot with a clean environment
   chroot "$dir" /usr/bin/env -i "${env[@]}" "$@"
 }
 
-prepare() {  # prepare SUITE: create or reuse the chroot, install its packages, mount
-  local suite=$1 dir="$CHROOTS/$1" wanted stamp
+binfmt_for_arm64() {  # qemu-user for aarch64 binaries, registered with binfmt_misc
+  if [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
+    if ! command -v qemu-aarch64-static >/dev/null 2>&1 || ! command -v update-binfmts >/dev/null 2>&1; then
+      { apt-get install -y -qq qemu-user-static binfmt-support >/dev/null 2>&1 \
+        || { apt-get update -qq && apt-get install -y -qq qemu-user-static binfmt-support >/dev/null; }; }
+    fi
+    [ -e /proc/sys/fs/binfmt_misc/register ] \
+      || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+    update-binfmts --enable qemu-aarch64 >/dev/null 2>&1 || true
+  fi
+  [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] \
+    || { echo "qemu-aarch64 could not be registered with binfmt_misc" >&2; return 1; }
+}
+
+prepare() {  # prepare CHROOT: create or reuse the chroot, install its packages, mount
+  local suite=$1 dir="$CHROOTS/$1" wanted stamp architecture
   wanted=$(packages "$suite")
-  if [ ! -x "$dir/usr/bin/apt-get" ]; then
+  architecture=$(arch "$suite")
+  if [ "$architecture" = arm64 ]; then binfmt_for_arm64 || return 1; fi
+  # debootstrap removes /debootstrap when it has finished: a chroot that still
+  # has it was interrupted and is made again.
+  if [ ! -x "$dir/usr/bin/apt-get" ] || [ -d "$dir/debootstrap" ]; then
     if ! command -v debootstrap >/dev/null 2>&1; then
       apt-get install -y -qq debootstrap >/dev/null 2>&1 \
         || { apt-get update -qq && apt-get install -y -qq debootstrap >/dev/null; }
@@ -117,8 +168,18 @@ prepare() {  # prepare SUITE: create or reuse the chroot, install its packages, 
     echo "creating the $suite chroot in $dir"
     rm -rf "$dir"
     mkdir -p "$CHROOTS"
-    debootstrap --variant=minbase "$suite" "$dir" "$MIRROR" > "$CHROOTS/$suite.debootstrap.log" 2>&1 \
-      || { tail -n 20 "$CHROOTS/$suite.debootstrap.log" >&2; return 1; }
+    if [ "$architecture" = arm64 ]; then
+      # Two stages: the second runs the foreign binaries under qemu.
+      { debootstrap --arch=arm64 --variant=minbase --foreign "$(codename "$suite")" "$dir" "$MIRROR" \
+          && cp "$(command -v qemu-aarch64-static)" "$dir/usr/bin/" \
+          && chroot "$dir" /debootstrap/debootstrap --second-stage; } \
+        > "$CHROOTS/$suite.debootstrap.log" 2>&1 \
+        || { tail -n 20 "$CHROOTS/$suite.debootstrap.log" >&2; return 1; }
+    else
+      debootstrap --variant=minbase "$(codename "$suite")" "$dir" "$MIRROR" \
+        > "$CHROOTS/$suite.debootstrap.log" 2>&1 \
+        || { tail -n 20 "$CHROOTS/$suite.debootstrap.log" >&2; return 1; }
+    fi
   fi
   cp /etc/resolv.conf "$dir/etc/resolv.conf"
   # The tests name their servers "localhost"; minbase may not write /etc/hosts.
@@ -153,7 +214,7 @@ prepare() {  # prepare SUITE: create or reuse the chroot, install its packages, 
   rm -rf "$dir/aia-ext"; mkdir -p "$dir/aia-ext/src" "$dir/aia-ext/dist"
   (cd "$ROOT" && git ls-files -z --cached --others --exclude-standard | tar --null -T - -cf -) \
     | tar -xf - -C "$dir/aia-ext/src"
-  [ -z "$WHEEL" ] || cp "$WHEEL" "$dir/aia-ext/dist/"
+  [ -z "$WHEELS" ] || cp "$WHEELS"/*.whl "$dir/aia-ext/dist/"
   [ -z "$SDIST" ] || cp "$SDIST" "$dir/aia-ext/dist/"
 }
 
@@ -164,6 +225,18 @@ for suite in "${SUITES[@]}"; do
   printf '\n=== [%5ss] Debian %s: chroot\n' "$SECONDS" "$suite"
   if ! prepare "$suite"; then
     results+=("$suite: the chroot could not be prepared"); status=1; cleanup; continue
+  fi
+  if [ -n "$BUILD" ]; then
+    printf '\n=== [%5ss] Debian %s: building the wheel\n' "$SECONDS" "$suite"
+    if enter "$CHROOTS/$suite" bash /aia-ext/src/.ci/debian_build.sh 2>&1 | tee "$CHROOTS/$suite-build.log"; then
+      cp "$CHROOTS/$suite"/aia-ext/wheelhouse/*.whl "$BUILD/"
+      results+=("Debian $suite build: $(cd "$CHROOTS/$suite/aia-ext/wheelhouse" && ls -- *.whl)")
+    else
+      results+=("Debian $suite build: FAILED (log: $CHROOTS/$suite-build.log)"); status=1
+    fi
+    cleanup
+    printf '=== Debian %s took %ss\n' "$suite" "$((SECONDS - start))"
+    continue
   fi
   while read -r python install mode; do
     printf '\n=== [%5ss] Debian %s: %s (%s)\n' "$SECONDS" "$suite" "$python" "$install"

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
+import pytest
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 
 from aia_ext._private import x509_codes as codes
@@ -117,3 +118,19 @@ def subject_hash(cert: Cert) -> str:
         return f"{lib.X509_NAME_hash(lib.X509_get_subject_name(x509)):08x}.0"
     finally:
         lib.X509_free(x509)
+
+
+def native_available() -> bool:
+    """Whether the native engine binds in this installation (not a pure one)."""
+    import aia_ext
+
+    try:
+        aia_ext._private.binding.bind()
+    except aia_ext.UnsupportedPlatformError:
+        return False
+    return True
+
+
+#: For tests that need the native engine itself, not just one engine each.
+needs_native = pytest.mark.skipif(not native_available(),
+                                  reason="the native engine cannot bind here (a pure install)")

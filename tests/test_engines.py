@@ -10,7 +10,7 @@ import pytest
 import aia_ext
 from aia_ext._private import engines
 
-from .helpers import verify_code
+from .helpers import native_available, verify_code
 
 
 def test_engine_of_names_the_engine_in_force(engine, root_file):
@@ -44,7 +44,10 @@ def test_pyopenssl_contexts_get_the_pyopenssl_engine(root_file):
 @pytest.mark.parametrize("value", ["turbo", "NATIVE ", "Fallback"])
 def test_the_engine_variable_is_read_in_one_place(value, monkeypatch):
     monkeypatch.setenv("AIA_EXT_ENGINE", value)
-    if value.strip().lower() in engines.CHOICES:
+    if value.strip().lower() == "native" and not native_available():
+        with pytest.raises(aia_ext.UnsupportedPlatformError):
+            engines.select()
+    elif value.strip().lower() in engines.CHOICES:
         assert engines.select().name == value.strip().lower()
     else:
         with pytest.raises(ValueError, match="AIA_EXT_ENGINE must be one of"):

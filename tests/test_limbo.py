@@ -19,6 +19,7 @@ classes.
 from __future__ import annotations
 
 import collections
+import ssl
 
 import pytest
 
@@ -84,8 +85,13 @@ def test_both_engines_refuse_with_the_same_code(cases, served):
         native, fallback = served[case["id"], "native"], served[case["id"], "fallback"]
         # -1: the native offline harness refused to load the chain (more than
         # AIA_MAX_OFFLINE_CHAIN certificates); a handshake has no such limit.
-        if not native.ok and not fallback.ok and native.code not in (fallback.code, -1):
-            differ.append((case["id"], native.code, fallback.code))
+        if native.ok or fallback.ok or native.code in (fallback.code, -1):
+            continue
+        # OpenSSL 1.1.1 builds some paths 3.0 does not, and refuses them at
+        # another step: both refuse, as limbo expects (docs/engines.md).
+        if ssl.OPENSSL_VERSION_INFO < (3,) and _expects_failure(case):
+            continue
+        differ.append((case["id"], native.code, fallback.code))
     assert differ == []
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import ssl
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Union, overload
 
 from . import engines
@@ -177,6 +178,14 @@ def enable_with(context: Any, options: Options) -> Any:
     if engine.needs_context_class and is_standard_context(target):
         _adopt_existing(target)  # the fallback engine verifies in the context's sockets
     engine.enable(target, options)
+    return context
+
+
+def enable_given(context: Any, given: Mapping[str, Any]) -> Any:
+    """``enable()`` for a context handed to an integration: a context already enabled
+    keeps its options unless options are given (they then replace them)."""
+    if given or not is_enabled(context):
+        return enable_with(context, make_options(given))
     return context
 
 

@@ -103,6 +103,7 @@ def attach(error: ssl.SSLCertVerificationError, chase_id: int) -> None:
         return
     report = from_chase(state, ())
     error.aia_report = report  # type: ignore[attr-defined]
+    error.aia_chase_id = chase_id  # type: ignore[attr-defined]  # for the asyncio integrations
     add_note = getattr(error, "add_note", None)  # Python 3.11+
     if add_note is not None:
         add_note(explain(report))

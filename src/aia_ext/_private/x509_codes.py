@@ -63,15 +63,37 @@ MAX_ROUNDS = 32
 #: Certificates in one verification's untrusted stack, at most (AIA_MAX_UNTRUSTED).
 MAX_UNTRUSTED = 128
 
-#: OpenSSL's texts for the codes above (x509_txt.c, 3.0 wording).
+#: OpenSSL's texts for the codes above and the commonest others (x509_txt.c,
+#: 3.0 wording): what a verify_message reads where the interpreter's OpenSSL
+#: cannot be asked (the fallback engine; newer OpenSSL reworded some).
 TEXT = {
     OK: "ok",
     UNSPECIFIED: "unspecified certificate verification error",
     UNABLE_TO_GET_ISSUER_CERT: "unable to get issuer certificate",
     UNABLE_TO_GET_CRL: "unable to get certificate CRL",
+    4: "unable to decrypt certificate's signature",
+    5: "unable to decrypt CRL's signature",
+    6: "unable to decode issuer public key",
     CERT_SIGNATURE_FAILURE: "certificate signature failure",
+    8: "CRL signature failure",
     CERT_NOT_YET_VALID: "certificate is not yet valid",
     CERT_HAS_EXPIRED: "certificate has expired",
+    11: "CRL is not yet valid",
+    12: "CRL has expired",
+    13: "format error in certificate's notBefore field",
+    14: "format error in certificate's notAfter field",
+    15: "format error in CRL's lastUpdate field",
+    16: "format error in CRL's nextUpdate field",
+    17: "out of memory",
+    22: "certificate chain too long",
+    23: "certificate revoked",
+    27: "certificate not trusted",
+    28: "certificate rejected",
+    32: "key usage does not include certificate signing",
+    33: "unable to get CRL issuer certificate",
+    34: "unhandled critical extension",
+    35: "key usage does not include CRL signing",
+    36: "unhandled critical CRL extension",
     DEPTH_ZERO_SELF_SIGNED_CERT: "self-signed certificate",
     SELF_SIGNED_CERT_IN_CHAIN: "self-signed certificate in certificate chain",
     UNABLE_TO_GET_ISSUER_CERT_LOCALLY: "unable to get local issuer certificate",

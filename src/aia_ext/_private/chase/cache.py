@@ -5,7 +5,9 @@
 - A failure is kept for a short negative TTL, so a dead AIA server costs one
   timeout per TTL, not one per handshake.
 - Concurrent verifications that need the same URL wait for one fetch (single
-  flight): N handshakes against a cold cache cause one request per URL.
+  flight): N handshakes against a cold cache cause one request per URL, whether
+  they run in threads or as asyncio tasks (the asyncio fetcher, afetch.py, leads
+  and waits on the same flights).
 
 Entries hold parsed certificates, so a warm hit costs no parsing.  Policy
 refusals are never cached: they depend on the asking context's options.
@@ -13,10 +15,12 @@ refusals are never cached: they depend on the asking context's options.
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -55,11 +59,20 @@ def success_expiry(certificates: tuple[ParsedCertificate, ...]) -> float:
 
 
 class _Flight:
-    __slots__ = ("done", "entry")
+    """One fetch under way; threads wait on ``done``, asyncio tasks on ``future``."""
+
+    __slots__ = ("done", "entry", "future")
 
     def __init__(self) -> None:
         self.done = threading.Event()
         self.entry: CacheEntry | None = None
+        # Resolved (to the entry, or None) when ``done`` is set.
+        self.future: concurrent.futures.Future[CacheEntry | None] = concurrent.futures.Future()
+
+    def finish(self, entry: CacheEntry | None) -> None:
+        self.entry = entry
+        self.done.set()
+        self.future.set_result(entry)
 
 
 class MemoryCache:
@@ -117,10 +130,50 @@ class MemoryCache:
                 self._store(entry)
             return entry
         finally:
-            flight.entry = entry
+            self._land(url, flight, entry)
+
+    def _land(self, url: str, flight: _Flight, entry: CacheEntry | None) -> None:
+        with self._lock:
+            self._flights.pop(url, None)
+        flight.finish(entry)
+
+    async def get_or_fetch_async(
+        self, url: str, fetch: Callable[[], Awaitable[CacheEntry]], wait: float
+    ) -> tuple[CacheEntry, bool]:
+        """``get_or_fetch`` for an asyncio task: the same flights, awaited, not blocked on.
+
+        A task cancelled while it leads lands its flight with nothing (waiters
+        then fetch themselves) and stores nothing: no half-filled entry.
+        """
+        import asyncio  # only the asyncio fetcher calls this
+
+        deadline = time.monotonic() + wait
+        while True:
             with self._lock:
-                self._flights.pop(url, None)
-            flight.done.set()
+                flight = self._flights.get(url)
+                leader = flight is None
+                if leader:
+                    flight = self._flights[url] = _Flight()
+            assert flight is not None
+            if leader:
+                entry: CacheEntry | None = None
+                try:
+                    entry = await fetch()
+                    if entry.shareable:
+                        self._store(entry)
+                    return entry, True
+                finally:
+                    self._land(url, flight, entry)
+            left = deadline - time.monotonic()
+            try:
+                # shield: a waiter's timeout or cancellation must not cancel the
+                # concurrent future another thread or task will resolve.
+                landed = await asyncio.wait_for(
+                    asyncio.shield(asyncio.wrap_future(flight.future)), max(left, 0.0))
+            except asyncio.TimeoutError:
+                return CacheEntry(url, error="timeout: waiting for a concurrent fetch"), False
+            if landed is not None and landed.shareable:
+                return landed, False
 
     def put(self, entry: CacheEntry) -> None:
         """Insert an entry obtained elsewhere (the disk cache)."""

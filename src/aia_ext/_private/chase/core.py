@@ -13,6 +13,7 @@ invariant 1).
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import itertools
 import logging
@@ -42,6 +43,21 @@ log = logging.getLogger(__name__)
 #: Adds one DER certificate to the verification's untrusted stack (C side);
 #: returns 1 added, 0 already present, -1 unusable.
 AddUntrusted = Callable[[bytes], int]
+
+#: Set by the asyncio integrations (aia_ext.aiohttp, .httpx, .asyncio) around
+#: their connections: a fetch such a handshake needs is not made on the event
+#: loop's thread but recorded (``Chase.deferred``), the verification fails at
+#: once with its missing-issuer code, and the integration fetches with the
+#: asyncio fetcher and connects again (issue 22).  Handshakes run in the
+#: transport's context, a copy of the one its connection was made in.
+#: Its value, when set, holds what the asyncio fetcher already fetched for this
+#: connection (URL -> entry, failures by policy included, which the shared
+#: cache does not keep): the next handshake's chase takes them from there.
+DEFER_FETCHES: contextvars.ContextVar[dict[str, CacheEntry] | None] = contextvars.ContextVar(
+    "aia_ext_defer_fetches", default=None)
+
+#: Why an attempt was not made, when it was deferred to the asyncio fetcher.
+DEFERRED = "deferred to the asyncio fetcher (not fetched on the event loop)"
 
 
 @dataclass
@@ -90,6 +106,12 @@ class Chase:
     parse_ms: float = 0.0
     reverify_ms: float = 0.0
     answered_at: float | None = None
+    #: Fetches deferred to the asyncio fetcher: (caIssuers URL, the child's DER).
+    deferred: list[tuple[str, bytes]] = field(default_factory=list)
+    #: The path built so far when a fetch was first deferred (DER, leaf first):
+    #: what the asyncio integration verifies offline to find further levels.
+    path: tuple[bytes, ...] = ()
+    path_source: Callable[[], Sequence[bytes]] | None = None
     ok: bool = False
     error: int = 0
     depth: int = 0
@@ -180,25 +202,24 @@ def _candidates_for(child: ParsedCertificate,
 def _network_entry(url: str, options: Options, deadline_at: float) -> CacheEntry:
     started = time.monotonic()
     try:
-        try:
-            body = fetch_url(url, options, deadline_at)
-            fetched = time.monotonic()
-            # Parsing is linear in the body (bundle.py) and its time counts
-            # against the verification's deadline like the fetch's.
-            certs = tuple(certificates_in_response(body))
-        except FetchError:
-            raise
-        except Exception as exc:
-            # Still one URL's failure, cached like any other, so the next URL
-            # is tried and the next handshake does not repeat it.
-            log.debug("internal error fetching %s", escape(url), exc_info=True)
-            raise FetchError("internal error", type(exc).__name__) from None
+        body = fetch_url(url, options, deadline_at)
     except FetchError as exc:
-        elapsed = (time.monotonic() - started) * 1000
-        log.debug("fetch of %s failed after %.1f ms: %s", escape(url), elapsed, escape(exc))
-        return CacheEntry(url, error=str(exc), fetch_ms=elapsed,
-                          expires_at=time.monotonic() + NEGATIVE_TTL,
-                          shareable=not exc.is_policy)
+        return failed_entry(url, exc, started)
+    except Exception as exc:  # noqa: BLE001 - a bug on this path fails this URL, closed
+        return internal_error_entry(url, exc, started)
+    return entry_from_body(url, body, started)
+
+
+def entry_from_body(url: str, body: bytes, started: float) -> CacheEntry:
+    """The cache entry for a fetched body (parsing counts against the deadline too)."""
+    fetched = time.monotonic()
+    try:
+        # Parsing is linear in the body (bundle.py).
+        certs = tuple(certificates_in_response(body))
+    except FetchError as exc:
+        return failed_entry(url, exc, started)
+    except Exception as exc:  # noqa: BLE001 - a bug on this path fails this URL, closed
+        return internal_error_entry(url, exc, started)
     parse_ms = (time.monotonic() - fetched) * 1000
     fetch_ms = (fetched - started) * 1000
     log.debug("fetched %s: %d bytes, %d certificate(s) in %.1f ms (+%.2f ms parsing)",
@@ -206,8 +227,26 @@ def _network_entry(url: str, options: Options, deadline_at: float) -> CacheEntry
     return CacheEntry(url, certs, None, len(body), fetch_ms, parse_ms, success_expiry(certs))
 
 
+def failed_entry(url: str, exc: FetchError, started: float) -> CacheEntry:
+    """A URL's failure, cached like any other so the next handshake does not repeat it."""
+    elapsed = (time.monotonic() - started) * 1000
+    log.debug("fetch of %s failed after %.1f ms: %s", escape(url), elapsed, escape(exc))
+    return CacheEntry(url, error=str(exc), fetch_ms=elapsed,
+                      expires_at=time.monotonic() + NEGATIVE_TTL, shareable=not exc.is_policy)
+
+
+def internal_error_entry(url: str, exc: Exception, started: float) -> CacheEntry:
+    # Still one URL's failure, so the next URL is tried (fail closed).
+    log.debug("internal error fetching %s", escape(url), exc_info=exc)
+    return failed_entry(url, FetchError("internal error", type(exc).__name__), started)
+
+
 def _lookup(chase: Chase, url: str, child: ParsedCertificate) -> tuple[CacheEntry | None, str]:
     """The entry for ``url`` from memory, disk or the network, and its source."""
+    deferred = DEFER_FETCHES.get()
+    if deferred is not None and url in deferred:
+        chase.fetches += 1  # made by the asyncio fetcher for this connection
+        return deferred[url], "network"
     entry = cache.get(url)
     if entry is not None:
         return entry, "memory cache"
@@ -229,6 +268,11 @@ def _lookup(chase: Chase, url: str, child: ParsedCertificate) -> tuple[CacheEntr
             diskcache.discard(chase.options.cache_dir, url)
     if chase.fetches >= chase.options.max_fetches:
         return None, f"fetch limit reached ({chase.options.max_fetches} per verification)"
+    if deferred is not None:
+        chase.deferred.append((url, child.der))
+        if not chase.path and chase.path_source is not None:
+            chase.path = tuple(chase.path_source())
+        return None, DEFERRED
     on_loop = _on_event_loop()
     if on_loop and not chase.options.fetch_on_event_loop:
         return None, ("refused on the event loop's thread (fetch_on_event_loop=False; "
@@ -273,9 +317,15 @@ def _warn_loop_blocked(url: str, elapsed_ms: float) -> None:
 
 
 def on_missing_issuer(
-    chase: Chase, der: bytes, depth: int, error: int, add: AddUntrusted
+    chase: Chase, der: bytes, depth: int, error: int, add: AddUntrusted,
+    path: Callable[[], Sequence[bytes]] | None = None,
 ) -> int:
-    """Find issuers for the certificate ``der`` and add them; how many were added."""
+    """Find issuers for the certificate ``der`` and add them; how many were added.
+
+    ``path`` gives the path built so far (DER, leaf first); it is asked for
+    only when a fetch is deferred (``DEFER_FETCHES``).
+    """
+    chase.path_source = path
     _account_reverify(chase)
     added = _missing(chase, der, depth, error, add)
     chase.answered_at = time.monotonic() if added > 0 else None
@@ -418,6 +468,7 @@ def finish(chase_id: int, ok: bool, error: int, depth: int,
     if chase is None:
         return None
     _account_reverify(chase)
+    chase.path_source = None  # it may reach into the engine's finished verification
     elapsed = (time.monotonic() - chase.started) * 1000
     chase.ok, chase.error, chase.depth, chase.elapsed_ms = ok, error, depth, elapsed
     fetched = any(a.url for a in chase.attempts)
@@ -436,12 +487,14 @@ def finish(chase_id: int, ok: bool, error: int, depth: int,
         # which the caller sees as the verify code.  Not an AIA problem.
         log.debug("verification %d: chain completed by AIA, then rejected with verify error %d "
                   "at depth %d", chase.id, error, depth)
-    elif fetched:
+    elif fetched and not chase.deferred:
         log.warning("AIA chasing did not complete the chain of %s (verify error %d at depth %d, "
                     "%.0f ms): %s", escape(chase.attempts[0].for_subject), error, depth, elapsed,
                     escape("; ".join(_describe(a) for a in chase.attempts), 2048))
     else:
-        log.debug("verification %d: nothing to fetch: %s", chase.id,
+        # Nothing fetched, or the fetches deferred to the asyncio fetcher (the
+        # integration connects again, and that verification reports).
+        log.debug("verification %d: nothing fetched: %s", chase.id,
                   escape("; ".join(_describe(a) for a in chase.attempts), 2048))
     finished.record(chase)
     return chase

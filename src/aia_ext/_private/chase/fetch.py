@@ -27,6 +27,7 @@ requests read them; an https caIssuers URL is never sent through a proxy.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import ssl
 import time
@@ -43,14 +44,20 @@ from .policy import check_url
 log = logging.getLogger(__name__)
 
 
-def _remaining(deadline_at: float) -> float:
+def describe(exc: OSError) -> str:
+    """An OS error as its errno's text ("Connection refused"), the same whichever
+    fetcher (threads or asyncio, which words its own) met it."""
+    return os.strerror(exc.errno) if exc.errno else str(exc)
+
+
+def remaining(deadline_at: float) -> float:
     left = deadline_at - time.monotonic()
     if left <= 0:
         raise FetchError("timeout", "fetch deadline reached")
     return left
 
 
-class _Hop(NamedTuple):
+class Hop(NamedTuple):
     """Where to connect for one request, and what to ask for."""
 
     connect_host: str
@@ -61,7 +68,7 @@ class _Hop(NamedTuple):
     via_proxy: bool
 
 
-def _hop(url: str, options: Options) -> _Hop:
+def hop_for(url: str, options: Options) -> Hop:
     parts = urlsplit(url)
     host = parts.hostname or ""
     # One spelling of the address for every check and for the connection
@@ -79,7 +86,7 @@ def _hop(url: str, options: Options) -> _Hop:
     proxy = None if tls else _proxy_for(url, host)
     if proxy is None:
         connect = str(literal) if literal is not None else host
-        return _Hop(connect, port, path, host_header, host if tls else None, False)
+        return Hop(connect, port, path, host_header, host if tls else None, False)
     _check_proxied_host(host, options)
     proxy_parts = urlsplit(proxy if "://" in proxy else "http://" + proxy)
     try:
@@ -90,7 +97,7 @@ def _hop(url: str, options: Options) -> _Hop:
         raise FetchError("proxy error", f"unsupported http_proxy {escape(proxy)!r}")
     # The absolute form of the request target is what a forward proxy expects
     # (RFC 9112 section 3.2.2).  Proxy credentials are never sent either.
-    return _Hop(proxy_parts.hostname, proxy_port, f"http://{host_header}{path}", host_header,
+    return Hop(proxy_parts.hostname, proxy_port, f"http://{host_header}{path}", host_header,
                 None, True)
 
 
@@ -139,7 +146,7 @@ def _check_proxied_host(host: str, options: Options) -> None:
         raise FetchError("refused by policy: localhost through a proxy (allow_private=False)")
 
 
-def _connect(hop: _Hop, options: Options, deadline_at: float) -> socket.socket:
+def _connect(hop: Hop, options: Options, deadline_at: float) -> socket.socket:
     """Resolve once, refuse forbidden addresses, connect to an allowed one."""
     try:
         infos = socket.getaddrinfo(hop.connect_host, hop.connect_port, type=socket.SOCK_STREAM)
@@ -156,7 +163,7 @@ def _connect(hop: _Hop, options: Options, deadline_at: float) -> socket.socket:
                 continue
         sock = socket.socket(family, kind, proto)
         try:
-            sock.settimeout(min(options.timeout, _remaining(deadline_at)))
+            sock.settimeout(min(options.timeout, remaining(deadline_at)))
             sock.connect(sockaddr)
             return sock
         except socket.timeout:
@@ -167,11 +174,11 @@ def _connect(hop: _Hop, options: Options, deadline_at: float) -> socket.socket:
             last_error = exc
     if refusals and last_error is None:
         raise FetchError(refusals[0])
-    raise FetchError("connection error", str(last_error) if last_error else "no address")
+    raise FetchError("connection error", describe(last_error) if last_error else "no address")
 
 
 def _one_hop(url: str, options: Options, deadline_at: float) -> http1.Response:
-    hop = _hop(url, options)
+    hop = hop_for(url, options)
     sock = _connect(hop, options, deadline_at)
     try:
         if hop.tls_server_name is not None:
@@ -179,15 +186,15 @@ def _one_hop(url: str, options: Options, deadline_at: float) -> http1.Response:
             # AIA itself (docs/design.md, "Fetch policy").
             context = new_plain_context(ssl.PROTOCOL_TLS_CLIENT)
             context.load_default_certs()
-            sock.settimeout(_remaining(deadline_at))
+            sock.settimeout(remaining(deadline_at))
             sock = context.wrap_socket(sock, server_hostname=hop.tls_server_name)
 
         def send(data: bytes) -> None:
-            sock.settimeout(_remaining(deadline_at))
+            sock.settimeout(remaining(deadline_at))
             sock.sendall(data)
 
         def recv(size: int) -> bytes:
-            sock.settimeout(_remaining(deadline_at))
+            sock.settimeout(remaining(deadline_at))
             return sock.recv(size)
 
         return http1.exchange(send, recv, hop.request_target, hop.host_header,
@@ -210,7 +217,7 @@ def fetch_url(url: str, options: Options, deadline_at: float) -> bytes:
     """
     fetch_deadline = min(deadline_at, time.monotonic() + options.timeout)
     if options.fetcher is not None:
-        return _custom_fetch(url, options, fetch_deadline)
+        return custom_fetch(url, options, fetch_deadline)
     current = url
     for _hop_number in range(options.max_redirects + 1):
         check_url(current, options)
@@ -232,12 +239,12 @@ def fetch_url(url: str, options: Options, deadline_at: float) -> bytes:
     raise FetchError("too many redirects", f"more than {options.max_redirects}")
 
 
-def _custom_fetch(url: str, options: Options, fetch_deadline: float) -> bytes:
+def custom_fetch(url: str, options: Options, fetch_deadline: float) -> bytes:
     """A user ``fetcher`` under the same URL policy, size cap and cache."""
     check_url(url, options)
     assert options.fetcher is not None
     try:
-        body = options.fetcher(url, _remaining(fetch_deadline))
+        body = options.fetcher(url, remaining(fetch_deadline))
     except FetchError:
         raise
     except Exception as exc:  # noqa: BLE001 - any failure of user code is a failed fetch

@@ -1,8 +1,11 @@
 """HTTP/1.1 for one caIssuers GET, on h11: the request out, a strictly parsed, bounded response in.
 
-Sans-IO: the caller supplies ``send(bytes)`` and ``recv(max_bytes) -> bytes``
-(b"" at end of stream) and enforces time on them; this module enforces
-everything about the bytes.  The response comes from a server named by a
+Sans-IO: ``request()`` gives the bytes to send and ``reader()`` a generator
+that asks for reads (it yields how many bytes it wants and is sent what came,
+b"" at end of stream) and returns the response; ``exchange()`` drives both
+over blocking ``send``/``recv`` callables, the asyncio fetcher (afetch.py)
+over a stream.  The caller enforces time; this module enforces everything
+about the bytes.  The response comes from a server named by a
 certificate nobody has verified (docs/design.md, invariant 5), so:
 
 - framing is h11's, which rejects what RFC 9112 forbids (a negative or
@@ -22,6 +25,7 @@ why it is used rather than ``http.client`` or a parser of our own.
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from typing import Callable, NamedTuple
 
 import h11
@@ -51,9 +55,9 @@ class Response(NamedTuple):
     body: bytes  # read only for a 200
 
 
-def exchange(send: Callable[[bytes], None], recv: Callable[[int], bytes], target: str,
-             host: str, max_body: int) -> Response:
-    """GET ``target`` (origin- or absolute-form) with Host ``host``; the bounded response.
+def request(target: str, host: str) -> tuple[h11.Connection, bytes]:
+    """A GET of ``target`` (origin- or absolute-form) with Host ``host``: (the
+    connection state to read the response with, the bytes to send).
 
     Exactly these headers are sent: Host, Accept, Accept-Encoding (identity),
     User-Agent and Connection (close): no cookies, credentials or anything
@@ -61,17 +65,33 @@ def exchange(send: Callable[[bytes], None], recv: Callable[[int], bytes], target
     """
     conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD)
     try:
-        send(conn.send(h11.Request(method="GET", target=target, headers=[
+        data = conn.send(h11.Request(method="GET", target=target, headers=[
             ("Host", host), ("Accept", _ACCEPT), ("Accept-Encoding", "identity"),
             ("User-Agent", _USER_AGENT), ("Connection", "close"),
-        ])))
-        send(conn.send(h11.EndOfMessage()))
+        ]))
+        data += conn.send(h11.EndOfMessage())
     except h11.LocalProtocolError as exc:  # a target or host h11 will not write
         raise FetchError("refused by policy: malformed URL", str(exc)) from None
-    return _read(conn, recv, max_body)
+    return conn, data
 
 
-def _read(conn: h11.Connection, recv: Callable[[int], bytes], max_body: int) -> Response:
+def exchange(send: Callable[[bytes], None], recv: Callable[[int], bytes], target: str,
+             host: str, max_body: int) -> Response:
+    """GET ``target`` with Host ``host`` over blocking I/O; the bounded response."""
+    conn, data = request(target, host)
+    send(data)
+    steps = reader(conn, max_body)
+    size = next(steps)
+    while True:
+        try:
+            size = steps.send(recv(size))
+        except StopIteration as done:
+            response: Response = done.value
+            return response
+
+
+def reader(conn: h11.Connection, max_body: int) -> Generator[int, bytes, Response]:
+    """The response, read under every budget: yields read sizes, is sent the data."""
     raw_budget = 2 * max_body + MAX_HEAD
     raw = 0
     events = 0
@@ -92,7 +112,7 @@ def _read(conn: h11.Connection, recv: Callable[[int], bytes], max_body: int) -> 
         if event is h11.NEED_DATA:
             if raw > raw_budget:
                 raise FetchError("too large", f"more than {raw_budget} bytes on the wire")
-            data = recv(min(READ_SIZE, raw_budget + 1 - raw))
+            data = yield min(READ_SIZE, raw_budget + 1 - raw)
             raw += len(data)
             try:
                 conn.receive_data(data)  # b"" tells h11 the stream ended

@@ -206,7 +206,7 @@ class NativeEngine:
                 return -1 if x509 is None else int(lib.aia_ext_add_untrusted(store_ctx, x509))
 
             return chase.on_missing_issuer(state, bytes(ffi.buffer(der, der_len)), depth,
-                                           error, add)
+                                           error, add, lambda: binding.store_chain(store_ctx))
 
         def aia_ext_py_done(token: int, chase_id: int, ssl_ptr: Any, store_ctx: Any,
                             ok: int, error: int, depth: int) -> None:

@@ -60,9 +60,11 @@ class FallbackEngine:
             # before 3.9.3 may take for a circular import and refuse
             # (bpo-43517; seen on Debian 11: issue 16).
             from . import verify  # noqa: F401
+            from .failures import learn_suffix_soon
         except ImportError as exc:
             raise missing_cryptography(f"The fallback engine ({_why_not_native()})",
                                        exc) from exc
+        learn_suffix_soon()
         state = state_of(context)
         if state is not None:
             state.options = options

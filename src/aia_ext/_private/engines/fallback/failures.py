@@ -37,10 +37,14 @@ def interpreter_code(code: int) -> int:
 
 
 def _openssl_text(code: int) -> str:
+    """The interpreter's OpenSSL's wording where it can be asked; else OpenSSL 3's
+    (x509_codes.TEXT), else cryptography's OpenSSL's."""
     try:
         return binding.verify_error_string(code) if binding.bind() else codes.text(code)
     except UnsupportedPlatformError:
         pass
+    if code in codes.TEXT:
+        return codes.TEXT[code]
     from .openssl import error_string  # the interpreter's OpenSSL is out of reach
 
     return error_string(code) or codes.text(code)
@@ -65,6 +69,14 @@ def verification_error(code: int, hostname: str | None,
 _suffix_lock = threading.Lock()
 _suffix_value: str | None = None
 _SUFFIX = re.compile(r"(\([^()]*:\d+\))\s*$")
+
+
+def learn_suffix_soon() -> None:
+    """Learn the suffix in a thread now, so that no first failure pays for the probe
+    (on an event loop's thread, it would stall every task for milliseconds)."""
+    if _suffix_value is None:
+        # Not a daemon: one killed at exit inside OpenSSL aborts the process.
+        threading.Thread(target=_suffix, name="aia_ext suffix probe").start()
 
 
 def _suffix() -> str:

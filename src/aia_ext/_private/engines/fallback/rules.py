@@ -11,9 +11,10 @@ anchor's (``check_auth_level``).  verify.py applies these at the same points.
 ``VERIFY_X509_STRICT`` is the other: the list of what it checks grew with
 OpenSSL's versions and is not the same in cryptography's OpenSSL as in the
 interpreter's (OpenSSL 4.0 no longer requires a CA's basicConstraints to be
-critical).  So OpenSSL 3.0's list (x509_vfy.c, ``check_extensions``) is
-applied here too, on the path OpenSSL built: the fallback is never looser
-than an interpreter on OpenSSL 3.x, and stricter than one on 1.1.1.
+critical).  So the interpreter's list is applied here, on the path OpenSSL
+built: OpenSSL 3.0's (x509_vfy.c, ``check_extensions``) for an interpreter
+on OpenSSL 3.x, on top of cryptography's OpenSSL's own; 1.1.1's much shorter
+one (``check_chain_extensions``) instead of it, for an interpreter on 1.1.1.
 
 Each check returns OpenSSL's code for what it found (0 when it passes).
 """
@@ -203,6 +204,31 @@ def strict_code(path: Sequence[Any], ders: Sequence[bytes]) -> tuple[int, int]:
         code = _strict_one(cert, der, is_last=depth == len(path) - 1)
         if code:
             return code, depth
+    return 0, 0
+
+
+def _check_ca(cert: Any) -> int:
+    """X509_check_ca: 1 for basicConstraints CA:TRUE, 0 for not a CA, 3-5 for the
+    older ways of looking like one (a v1 root, keyCertSign without basicConstraints)."""
+    usage = _extension(cert, ExtensionOID.KEY_USAGE)
+    if usage is not None and not usage.value.key_cert_sign:
+        return 0
+    basic = _extension(cert, ExtensionOID.BASIC_CONSTRAINTS)
+    if basic is not None:
+        return 1 if basic.value.ca else 0
+    if cert.version == x509.Version.v1 and self_signed(cert):
+        return 3
+    return 4 if usage is not None else 0
+
+
+def strict_code_111(path: Sequence[Any]) -> tuple[int, int]:
+    """OpenSSL 1.1.1's X509_STRICT (check_chain_extensions): a leaf that only looks
+    like a CA, and a trust anchor that is not a basicConstraints CA, are invalid CAs
+    (24 there); (code, depth), (0, 0) when they pass."""
+    for depth, cert in enumerate(path):
+        kind = _check_ca(cert)
+        if (depth == 0 and kind not in (0, 1)) or (depth > 0 and kind != 1):
+            return 24, depth
     return 0, 0
 
 

@@ -56,6 +56,9 @@ AFTER_AUTH_LEVEL = frozenset({
 })
 
 
+#: The interpreter's OpenSSL is 1.1.1 (its X509_STRICT list is 1.1.1's).
+_OPENSSL_111 = ssl.OPENSSL_VERSION_INFO < (3,)
+
 #: check_id's verdicts (the peer name), which a name checked here would replace.
 CHECK_ID = frozenset({62, 63, 64})
 
@@ -81,7 +84,12 @@ def configuration(context: ssl.SSLContext, hostname: str | None,
         if host is not None and not accepts_host(host):
             host, legacy = None, host
     hostflags = int(getattr(context, "_host_flags", _DEFAULT_HOSTFLAGS))
-    return (Config(int(context.verify_flags), host, ip, hostflags,
+    flags = int(context.verify_flags)
+    if _OPENSSL_111:
+        # 1.1.1's X509_STRICT is a subset of any newer one: checked in Python
+        # alone (rules.strict_code_111), not by cryptography's OpenSSL.
+        flags &= ~ssl.VERIFY_X509_STRICT
+    return (Config(flags, host, ip, hostflags,
                    int(at.timestamp()) if at is not None else None), legacy)
 
 
@@ -111,7 +119,8 @@ def verify_chain(served: Sequence[bytes], context: ssl.SSLContext, hostname: str
     trust = trust_set_for(context, sources)
     config, legacy_host = configuration(context, hostname, at)
     level = rules.security_level(context)
-    judge = _Judge(trust, config, level, legacy_host, cache=at is None)
+    strict = bool(context.verify_flags & ssl.VERIFY_X509_STRICT)
+    judge = _Judge(trust, config, level, legacy_host, strict, cache=at is None)
 
     # X509_verify_cert judges the leaf's key before anything else.
     outcome = _leaf_key(leaf, level)
@@ -169,8 +178,9 @@ def _chase_loop(judge: _Judge, leaf: Certificate, untrusted: list[Certificate],
                 break
             if state is None:
                 state, _ = chase.chase_for(0, options)
+            built = functools.partial(tuple, outcome.chain)  # the path so far, if asked
             if chase.on_missing_issuer(state, outcome.current or leaf.der, outcome.depth,
-                                       outcome.code, add) <= 0:
+                                       outcome.code, add, built) <= 0:
                 break
             outcome = judge(leaf, untrusted)
     except BaseException:  # an interrupt during a fetch: the chase ends, failed
@@ -187,20 +197,21 @@ def _chase_loop(judge: _Judge, leaf: Certificate, untrusted: list[Certificate],
 class _Judge:
     """One verification's settings; called once per round of the chase."""
 
-    __slots__ = ("cache", "config", "legacy_host", "level", "store", "trust")
+    __slots__ = ("cache", "config", "legacy_host", "level", "store", "strict", "trust")
 
     def __init__(self, trust: TrustSet, config: Config, level: int, legacy_host: str | None,
-                 cache: bool) -> None:
+                 strict: bool, cache: bool) -> None:
         self.trust = trust
         self.config = config
         self.level = level
         self.legacy_host = legacy_host
+        self.strict = strict
         self.cache = cache  # verdicts are cached for "now" only
         self.store = trust.store(config)
 
     def __call__(self, leaf: Certificate, untrusted: Sequence[Certificate]) -> Outcome:
         key = (leaf.der, tuple(c.der for c in untrusted), self.config, self.level,
-               self.legacy_host, self.trust.generation)
+               self.legacy_host, self.strict, self.trust.generation)
         if self.cache:
             chain = verdicts.get(key)
             if chain is not None:
@@ -214,7 +225,7 @@ class _Judge:
     def _strength(self, outcome: Outcome) -> Outcome:
         """The interpreter's X509_STRICT list, then check_auth_level, in their places:
         after path building and before everything in AFTER_AUTH_LEVEL (rules.py)."""
-        strict = bool(self.config.flags & ssl.VERIFY_X509_STRICT)
+        strict = self.strict
         if not (self.level or strict or self.legacy_host) or not outcome.chain:
             return outcome
         if outcome.code and outcome.code not in AFTER_AUTH_LEVEL:
@@ -233,7 +244,12 @@ class _Judge:
 
     def _python_checks(self, outcome: Outcome, strict: bool) -> tuple[int, int]:
         path = [_loaded(der) for der in outcome.chain]
-        code, depth = rules.strict_code(path, outcome.chain) if strict else (0, 0)
+        if not strict:
+            code, depth = 0, 0
+        elif _OPENSSL_111:
+            code, depth = rules.strict_code_111(path)
+        else:
+            code, depth = rules.strict_code(path, outcome.chain)
         if not code:
             code, depth = rules.strength_code(path, self.level)
         if (not code and self.legacy_host is not None and outcome.code not in CHECK_ID

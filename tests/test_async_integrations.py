@@ -1,0 +1,360 @@
+"""Issue 22: aiohttp, httpx and asyncio streams complete chains while the event loop runs.
+
+Every case is a real client against a real TLS server on 127.0.0.1 that sends
+only its leaf, whose caIssuers URL is served over real HTTP, most slowly (the
+AIA server answers after SLOW seconds).  A probe task sleeps 1 ms at a time and
+records how late it wakes: the loop's lag.  Through ``ssl=ctx`` the loop
+stalls for the whole fetch; through the integrations it never waits on one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import socket
+import ssl
+import sys
+import threading
+import time
+from collections.abc import Awaitable
+from typing import Any, Callable
+
+import pytest
+
+import aia_ext
+import aia_ext.asyncio
+from aia_ext._private.chase.cache import cache
+from aia_ext._private.testing import issue
+
+from .helpers import unique_path
+
+aiohttp = pytest.importorskip("aiohttp")
+httpx = pytest.importorskip("httpx")
+from aia_ext.aiohttp import AIAConnector  # noqa: E402
+from aia_ext.httpx import AIATransport, AsyncAIATransport  # noqa: E402
+
+#: How long the slow AIA server takes to answer, and the lag allowed for the
+#: integrations: a handshake's own CPU time on a shared CI machine, far below SLOW.
+SLOW = 1.0
+LAG_BOUND = 0.025
+
+
+def _slow_issuer(body: bytes, seconds: float = SLOW) -> Callable[[Any], None]:
+    def handler(request: Any) -> None:
+        time.sleep(seconds)
+        try:
+            request.send_response(200)
+            request.send_header("Content-Length", str(len(body)))
+            request.send_header("Connection", "close")
+            request.end_headers()
+            request.wfile.write(body)
+        except OSError:
+            pass  # the client gave up (a cancelled task), as it may
+        request.close_connection = True
+
+    return handler
+
+
+@pytest.fixture
+def leaf_only(aia, root, server):
+    """(TLS server sending only its leaf, the AIA path its issuer is served at)."""
+    intermediate = issue("Async Intermediate", root, ca=True)
+    path = unique_path()
+    url = aia.serve(path, b"", handler=_slow_issuer(intermediate.der))
+    leaf = issue("localhost", intermediate, aia=[url], dns=["localhost"])
+    return server(leaf), path
+
+
+class Probe:
+    """A task measuring how late the loop runs it (1 ms sleeps)."""
+
+    def __init__(self) -> None:
+        self.worst = 0.0
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Probe:
+        self._task = asyncio.ensure_future(self._run())
+        await asyncio.sleep(0.005)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._stop.set()
+        assert self._task is not None
+        await self._task
+
+    async def _run(self) -> None:
+        while not self._stop.is_set():
+            started = time.perf_counter()
+            await asyncio.sleep(0.001)
+            self.worst = max(self.worst, time.perf_counter() - started - 0.001)
+
+
+# ---- one request through each integration ---------------------------------------
+
+async def _aiohttp_get(url: str, ctx: ssl.SSLContext, integrated: bool) -> int:
+    connector = AIAConnector(ssl=ctx) if integrated else aiohttp.TCPConnector(ssl=ctx)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        async with session.get(url) as response:
+            await response.read()
+            return int(response.status)
+
+
+async def _httpx_get(url: str, ctx: ssl.SSLContext, integrated: bool) -> int:
+    transport = AsyncAIATransport(verify=ctx) if integrated else None
+    async with httpx.AsyncClient(transport=transport, verify=ctx) as client:
+        return int((await client.get(url)).status_code)
+
+
+async def _streams_get(url: str, ctx: ssl.SSLContext, integrated: bool) -> int:
+    port = int(url.rsplit(":", 1)[1].strip("/"))
+    opener = aia_ext.asyncio.open_connection if integrated else asyncio.open_connection
+    reader, writer = await opener("localhost", port, ssl=ctx)
+    writer.write(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+    answer = await reader.read()
+    writer.close()
+    return int(answer.split()[1])
+
+
+CLIENTS: dict[str, Callable[[str, ssl.SSLContext, bool], Awaitable[int]]] = {
+    "aiohttp": _aiohttp_get, "httpx": _httpx_get, "streams": _streams_get,
+}
+
+
+@pytest.mark.parametrize("client", list(CLIENTS))
+def test_a_cold_first_request_never_stalls_the_loop(client, leaf_only, aia, root_file):
+    srv, path = leaf_only
+    get = CLIENTS[client]
+
+    async def main() -> tuple[int, float, float]:
+        ctx = aia_ext.create_default_context(cafile=root_file)
+        async with Probe() as probe:
+            started = time.perf_counter()
+            status = await get(srv.url, ctx, True)
+            elapsed = time.perf_counter() - started
+        return status, probe.worst, elapsed
+
+    status, lag, elapsed = asyncio.run(main())
+    assert status == 200
+    assert lag < LAG_BOUND, f"the loop lagged {lag * 1000:.1f} ms"
+    assert SLOW <= elapsed < SLOW + 2
+    assert aia.hits[path] == 1
+
+
+def test_plain_ssl_ctx_stalls_the_loop_for_the_fetch(leaf_only, root_file):
+    """The problem the integrations solve, measured the same way."""
+    srv, _path = leaf_only
+
+    async def main() -> float:
+        ctx = aia_ext.create_default_context(cafile=root_file)
+        async with Probe() as probe:
+            assert await _aiohttp_get(srv.url, ctx, False) == 200
+        return probe.worst
+
+    assert asyncio.run(main()) > SLOW * 0.8
+
+
+@pytest.mark.parametrize("client", list(CLIENTS))
+def test_later_connections_fetch_nothing(client, leaf_only, aia, root_file):
+    srv, path = leaf_only
+    get = CLIENTS[client]
+
+    async def main() -> None:
+        ctx = aia_ext.create_default_context(cafile=root_file)
+        assert await get(srv.url, ctx, True) == 200
+        for _ in range(3):
+            async with Probe() as probe:
+                assert await get(srv.url, ctx, True) == 200
+            assert probe.worst < LAG_BOUND
+
+    asyncio.run(main())
+    assert aia.hits[path] == 1
+
+
+@pytest.mark.parametrize("client", list(CLIENTS))
+def test_concurrent_first_requests_share_one_fetch(client, leaf_only, aia, root_file):
+    srv, path = leaf_only
+    get = CLIENTS[client]
+
+    async def main() -> list[int]:
+        ctx = aia_ext.create_default_context(cafile=root_file)
+        async with Probe() as probe:
+            statuses = await asyncio.gather(*(get(srv.url, ctx, True) for _ in range(20)))
+        assert probe.worst < 4 * LAG_BOUND  # twenty handshakes' CPU, nothing more
+        return statuses
+
+    assert asyncio.run(main()) == [200] * 20
+    assert aia.hits[path] == 1
+
+
+def test_threads_and_tasks_share_one_fetch(leaf_only, aia, root_file):
+    """The asyncio fetcher and a blocking client in a thread need the same URL."""
+    srv, path = leaf_only
+    ctx = aia_ext.create_default_context(cafile=root_file)
+    results: list[int] = []
+
+    def blocking() -> None:
+        with socket.create_connection(srv.address, timeout=30) as raw:
+            ctx.wrap_socket(raw, server_hostname="localhost").close()
+        results.append(200)
+
+    async def main() -> None:
+        thread = threading.Thread(target=blocking)
+        thread.start()
+        await asyncio.sleep(0.2)  # the thread's fetch is under way
+        results.append(await _streams_get(srv.url, ctx, True))
+        await asyncio.to_thread(thread.join)
+
+    asyncio.run(main())
+    assert results == [200, 200]
+    assert aia.hits[path] == 1
+
+
+def _open_sockets() -> int:
+    return sum(1 for o in gc.get_objects() if isinstance(o, socket.socket) and o.fileno() >= 0)
+
+
+@pytest.mark.parametrize("client", list(CLIENTS))
+def test_a_task_cancelled_mid_fetch_leaves_nothing_behind(client, leaf_only, aia, root_file):
+    srv, path = leaf_only
+    get = CLIENTS[client]
+
+    async def main() -> None:
+        ctx = aia_ext.create_default_context(cafile=root_file)
+        before = len(asyncio.all_tasks())
+        task = asyncio.ensure_future(get(srv.url, ctx, True))
+        await asyncio.sleep(SLOW / 4)  # the fetch is under way
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0.05)
+        assert len(asyncio.all_tasks()) == before  # no task left behind
+        assert cache.get(aia.url(path)) is None  # no half-filled entry
+        # The next request works, and fetches (nothing was stored).
+        assert await get(srv.url, ctx, True) == 200
+
+    gc.collect()
+    sockets = _open_sockets()
+    asyncio.run(main())
+    gc.collect()
+    assert _open_sockets() <= sockets  # the cancelled fetch's socket was closed
+    assert aia.hits[path] == 2
+
+
+@pytest.mark.parametrize("client", list(CLIENTS))
+@pytest.mark.parametrize("failure", ["server down", "refused by policy"])
+def test_an_unreachable_issuer_fails_with_the_report(client, failure, aia, root, root_file,
+                                                     server):
+    intermediate = issue("Async Intermediate", root, ca=True)
+    if failure == "server down":
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            url = f"http://127.0.0.1:{sock.getsockname()[1]}/issuer.der"  # nobody listens
+    else:
+        url = aia.url(unique_path())
+    leaf = issue("localhost", intermediate, aia=[url], dns=["localhost"])
+    srv = server(leaf)
+    get = CLIENTS[client]
+
+    async def main() -> BaseException:
+        options = {"allow_private": False} if failure == "refused by policy" else {}
+        ctx = aia_ext.create_default_context(cafile=root_file, timeout=2, **options)
+        started = time.monotonic()
+        with pytest.raises(Exception) as info:
+            await get(srv.url, ctx, True)
+        assert time.monotonic() - started < 2 + 1
+        return info.value
+
+    error = aia_ext._private.aio.certificate_error(asyncio.run(main()))
+    assert error is not None and error.verify_code == 20
+    failed = {f.url: f.reason for f in error.aia_report.failed}
+    assert url in failed
+    reason = failed[url]
+    if failure == "server down":
+        assert "connection" in reason and "refused" in reason.lower()
+    else:
+        assert reason.startswith("refused by policy") and "allow_private=False" in reason
+
+
+def test_a_failure_other_than_a_missing_issuer_is_not_retried(root, root_file, server, aia):
+    stranger = issue("Stranger", ca=True)
+    srv = server(issue("localhost", stranger, dns=["localhost"]))
+    hits = aia.total_hits
+    handshakes = []
+
+    async def main() -> None:
+        ctx = aia_ext.create_default_context(cafile=root_file)
+        with pytest.raises(ssl.SSLCertVerificationError) as info:
+            await aia_ext.asyncio.open_connection("localhost", srv.port, ssl=ctx)
+        assert info.value.verify_code == 20
+        handshakes.append(sum(srv.handshakes.values()))
+
+    asyncio.run(main())
+    time.sleep(0.1)
+    assert sum(srv.handshakes.values()) == 1  # no second connection
+    assert aia.total_hits == hits
+
+
+def test_the_sync_transport(leaf_only, aia, root_file):
+    srv, path = leaf_only
+    with httpx.Client(transport=AIATransport(verify=root_file)) as client:
+        assert client.get(srv.url).status_code == 200
+    assert aia.hits[path] == 1
+
+
+def test_httpx_verify_forms(leaf_only, root_file, tmp_path):
+    srv, _path = leaf_only
+
+    async def main() -> None:
+        for verify in (root_file, aia_ext.create_default_context(cafile=root_file)):
+            async with httpx.AsyncClient(transport=AsyncAIATransport(verify=verify)) as c:
+                assert (await c.get(srv.url)).status_code == 200
+        async with httpx.AsyncClient(transport=AsyncAIATransport(verify=False)) as c:
+            assert (await c.get(srv.url)).status_code == 200
+        with pytest.raises(httpx.ConnectError):  # the system store: no root of ours
+            async with httpx.AsyncClient(transport=AsyncAIATransport(max_fetches=0)) as c:
+                await c.get(srv.url)
+
+    asyncio.run(main())
+
+
+def test_aiohttp_options_are_keyword_arguments(leaf_only, root_file, aia):
+    srv, path = leaf_only
+
+    async def main() -> None:
+        connector = AIAConnector(ssl=aia_ext.create_default_context(cafile=root_file),
+                                 max_fetches=0, limit=5)
+        assert connector.limit == 5
+        async with aiohttp.ClientSession(connector=connector) as session:
+            with pytest.raises(aiohttp.ClientConnectorCertificateError):
+                await session.get(srv.url)
+        with pytest.raises(TypeError, match="max_fetchez"):
+            AIAConnector(max_fetchez=1)
+
+    asyncio.run(main())
+    assert aia.hits[path] == 0
+
+
+def test_importing_aia_ext_imports_no_client():
+    import subprocess
+
+    code = ("import sys, aia_ext; "
+            "print(sorted(m for m in ('aiohttp', 'httpx') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60)
+    assert result.stdout.strip() == "[]", result.stderr
+
+
+def test_under_uvloop(leaf_only, aia, root_file):
+    uvloop = pytest.importorskip("uvloop")
+    srv, path = leaf_only
+
+    async def main() -> tuple[int, float]:
+        ctx = aia_ext.create_default_context(cafile=root_file)
+        async with Probe() as probe:
+            status = await _aiohttp_get(srv.url, ctx, True)
+        return status, probe.worst
+
+    status, lag = uvloop.run(main())
+    assert status == 200 and lag < LAG_BOUND
+    assert aia.hits[path] == 1
