@@ -35,7 +35,7 @@ from aia_ext.httpx import AIATransport, AsyncAIATransport  # noqa: E402
 
 #: How long the slow AIA server takes to answer, and the lag allowed for the
 #: integrations: a handshake's own CPU time on a shared CI machine, far below SLOW.
-SLOW = 1.0
+SLOW = 0.5
 LAG_BOUND = 0.025
 
 
