@@ -34,6 +34,7 @@ typedef struct x509_store_ctx_st X509_STORE_CTX;
 typedef struct stack_st OPENSSL_STACK; /* STACK_OF(X509) is this underneath */
 typedef struct x509_store_st X509_STORE;
 typedef struct X509_VERIFY_PARAM_st X509_VERIFY_PARAM;
+typedef struct evp_md_st EVP_MD;
 
 #define AIA_X509_V_OK 0
 #define AIA_X509_V_ERR_UNSPECIFIED 1
@@ -57,6 +58,13 @@ typedef struct X509_VERIFY_PARAM_st X509_VERIFY_PARAM;
 #define AIA_MAX_UNTRUSTED 128
 /* Certificates in one chain handed to the offline verification (diagnose()). */
 #define AIA_MAX_OFFLINE_CHAIN 64
+/* Intermediates remembered in C as already handed to Python for learning
+ * (issue 23): a direct-mapped table of SHA-1 prefixes.  A collision only
+ * costs one more call into Python, which knows the certificate already. */
+#define AIA_SEEN_SLOTS 4096
+/* The bit of an install token that says "this context learns intermediates";
+ * Python hands out tokens with it set or clear (engines/native.py). */
+#define AIA_TOKEN_LEARN ((uintptr_t)1)
 /* Largest certificate accepted from Python (d2i_X509 takes a long). */
 #define AIA_MAX_DER_LENGTH 0x7fffffff
 
@@ -116,7 +124,10 @@ typedef struct X509_VERIFY_PARAM_st X509_VERIFY_PARAM;
     X(int, SSL_CTX_get_security_level, (const SSL_CTX *))                         \
     X(void, X509_VERIFY_PARAM_set_auth_level, (X509_VERIFY_PARAM *, int))        \
     X(const char *, X509_verify_cert_error_string, (long))                      \
-    X(OPENSSL_STACK *, SSL_get_peer_cert_chain, (const SSL *))
+    X(OPENSSL_STACK *, SSL_get_peer_cert_chain, (const SSL *))                   \
+    X(const EVP_MD *, EVP_sha1, (void))                                           \
+    X(int, X509_digest,                                                           \
+      (const X509 *, const EVP_MD *, unsigned char *, unsigned int *))
 
 
 #define AIA_DECLARE_POINTER(ret, name, params) ret(*name) params;
@@ -146,6 +157,9 @@ int aia_fail(X509_STORE_CTX *sctx);
 /* DER of certificate `index` of `chain`: its length, written to `out` when
  * `outlen` suffices; -1 when there is no such certificate. */
 int aia_stack_der(OPENSSL_STACK *chain, int index, unsigned char *out, int outlen);
+/* Hand the intermediates of the verified chain in `sctx` to Python to be
+ * learned, if the token's context learns and C has not seen them yet. */
+void aia_learn(X509_STORE_CTX *sctx, uintptr_t token);
 /* X509_free every certificate from index `from` on, then free the stack. */
 void aia_free_stack_from(OPENSSL_STACK *stack, int from);
 
@@ -164,6 +178,7 @@ void *aia_ext_x509_new(const unsigned char *der, size_t len);
 void aia_ext_x509_free(void *cert);
 int aia_ext_add_untrusted(void *store_ctx, void *certificate);
 int aia_ext_chain_der(void *store_ctx, int index, unsigned char *out, int outlen);
+void aia_ext_learned_forget(void);
 uint64_t aia_ext_chase_id_of(void *ssl);
 int aia_ext_peer_chain_der(void *ssl, int index, unsigned char *out, int outlen);
 
@@ -180,5 +195,6 @@ int aia_ext_py_missing(uintptr_t token, uint64_t *chase, void *ssl, void *store_
                        const unsigned char *der, int der_len, int depth, int error);
 void aia_ext_py_done(uintptr_t token, uint64_t chase, void *ssl, void *store_ctx, int ok,
                      int error, int depth);
+int aia_ext_py_learn(uintptr_t token, const unsigned char *der, int der_len);
 
 #endif /* AIA_EXT_H */

@@ -89,8 +89,10 @@ int aia_ext_offline_verify(void *handle, uintptr_t token, uint64_t *chase_out)
         *chase_out = 0;
     if (!aia_bound || off == NULL || off->sctx == NULL)
         return 0;
-    if (aia_ossl.X509_verify_cert(off->sctx) > 0)
+    if (aia_ossl.X509_verify_cert(off->sctx) > 0) {
+        aia_learn(off->sctx, token);
         return 1;
+    }
     if (aia_missing_issuer(aia_ossl.X509_STORE_CTX_get_error(off->sctx)) &&
         aia_chase(off->sctx, token, NULL, chase_out))
         return 1;

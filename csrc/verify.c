@@ -3,7 +3,8 @@
  * X509_verify_cert (SSL_CTX_set_cert_verify_callback(3)), the chase that
  * asks Python for missing issuers, and the helpers Python calls while C waits.
  *
- * A complete chain costs one X509_verify_cert and never reaches Python.  On a
+ * A complete chain costs one X509_verify_cert and reaches Python only to
+ * learn an intermediate it has not seen before (issue 23).  On a
  * missing issuer (error 20 or 2), Python is asked for issuers (cffi
  * extern "Python+C" re-acquires the GIL), they go onto a private copy of the
  * untrusted stack, and OpenSSL verifies again, bounded, while progress is
@@ -45,6 +46,25 @@ static int aia_i2d(X509 *cert, unsigned char *out, int outlen)
     return len;
 }
 
+/* DER of `cert` in a buffer of its own (free() it), its length in `*len`;
+ * NULL on failure. */
+static unsigned char *aia_der_copy(X509 *cert, int *len)
+{
+    unsigned char *der;
+
+    *len = aia_i2d(cert, NULL, 0);
+    if (*len <= 0)
+        return NULL;
+    der = (unsigned char *)malloc((size_t)*len);
+    if (der == NULL)
+        return NULL;
+    if (aia_i2d(cert, der, *len) != *len) {
+        free(der);
+        return NULL;
+    }
+    return der;
+}
+
 /* Hand the certificate whose issuer is missing to Python as DER. */
 static int aia_ask_python(uintptr_t token, uint64_t *chase, SSL *ssl,
                           X509_STORE_CTX *sctx, X509 *cert, int depth, int error)
@@ -52,19 +72,85 @@ static int aia_ask_python(uintptr_t token, uint64_t *chase, SSL *ssl,
     unsigned char *der;
     int len, added;
 
-    len = aia_i2d(cert, NULL, 0);
-    if (len <= 0)
-        return -1;
-    der = (unsigned char *)malloc((size_t)len);
+    der = aia_der_copy(cert, &len);
     if (der == NULL)
         return -1;
-    if (aia_i2d(cert, der, len) != len) {
-        free(der);
-        return -1;
-    }
     added = aia_ext_py_missing(token, chase, ssl, sctx, der, len, depth, error);
     free(der);
     return added;
+}
+
+/* ---- Learned intermediates (issue 23) ----
+ *
+ * Every verified path's intermediates are offered to Python once; a table of
+ * SHA-1 prefixes keeps a complete chain C has seen from calling into Python
+ * at all (the common handshake: benchmarks/run.py, full_overhead).  Slots are
+ * read and written atomically and may be overwritten by another certificate:
+ * the worst case is one more call into Python, never a wrong verdict, as the
+ * table only decides whether to offer a certificate for learning. */
+static uint64_t aia_seen[AIA_SEEN_SLOTS];
+
+#if defined(_MSC_VER)
+#include <intrin.h>
+#define AIA_LOAD64(p) ((uint64_t)__iso_volatile_load64((const volatile __int64 *)(p)))
+#define AIA_STORE64(p, v) __iso_volatile_store64((volatile __int64 *)(p), (__int64)(v))
+#else
+#define AIA_LOAD64(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+#define AIA_STORE64(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
+#endif
+
+/* The first 8 bytes of `cert`'s SHA-1, never 0 (an empty slot); 0 on failure.
+ * X509_digest(3) returns the SHA-1 OpenSSL computed while verifying, so
+ * this is a copy, not a hash. */
+static uint64_t aia_fingerprint(X509 *cert)
+{
+    unsigned char md[64];
+    unsigned int mdlen = 0;
+    uint64_t fp = 0;
+    const EVP_MD *sha1 = aia_ossl.EVP_sha1();
+
+    if (sha1 == NULL || !aia_ossl.X509_digest(cert, sha1, md, &mdlen) || mdlen < 8)
+        return 0;
+    memcpy(&fp, md, sizeof fp);
+    return fp != 0 ? fp : 1;
+}
+
+void aia_learn(X509_STORE_CTX *sctx, uintptr_t token)
+{
+    OPENSSL_STACK *chain;
+    X509 *cert;
+    unsigned char *der;
+    uint64_t fp;
+    size_t slot;
+    int i, n, len;
+
+    if ((token & AIA_TOKEN_LEARN) == 0)
+        return;
+    chain = aia_ossl.X509_STORE_CTX_get0_chain(sctx);
+    n = chain != NULL ? aia_ossl.OPENSSL_sk_num(chain) : 0;
+    /* Neither the leaf (0) nor the trust anchor (n - 1). */
+    for (i = 1; i < n - 1; i++) {
+        cert = (X509 *)aia_ossl.OPENSSL_sk_value(chain, i);
+        fp = cert != NULL ? aia_fingerprint(cert) : 0;
+        if (fp == 0)
+            continue;
+        slot = (size_t)(fp % AIA_SEEN_SLOTS);
+        if (AIA_LOAD64(&aia_seen[slot]) == fp)
+            continue;
+        der = aia_der_copy(cert, &len);
+        if (der == NULL)
+            continue; /* learning is best effort: the verdict is already made */
+        if (aia_ext_py_learn(token, der, len) > 0)
+            AIA_STORE64(&aia_seen[slot], fp);
+        free(der);
+    }
+}
+
+void aia_ext_learned_forget(void)
+{
+    size_t i;
+    for (i = 0; i < AIA_SEEN_SLOTS; i++)
+        AIA_STORE64(&aia_seen[i], (uint64_t)0);
 }
 
 /*
@@ -127,6 +213,8 @@ int aia_chase(X509_STORE_CTX *sctx, uintptr_t token, SSL *ssl, uint64_t *chase_o
         aia_ossl.X509_STORE_CTX_set_current_cert(sctx, first_cert);
     }
 
+    if (ok)
+        aia_learn(sctx, token);
     if (chase != 0) {
         aia_ext_py_done(token, chase, ssl, sctx, ok,
                         aia_ossl.X509_STORE_CTX_get_error(sctx),
@@ -161,20 +249,26 @@ int aia_fail(X509_STORE_CTX *sctx)
 static int aia_verify_callback(X509_STORE_CTX *sctx, void *arg)
 {
     SSL *ssl;
-    int idx;
+    int idx, verified, client;
 
-    /* Fast path: a complete chain never reaches Python. */
-    if (aia_ossl.X509_verify_cert(sctx) > 0)
-        return 1;
+    verified = aia_ossl.X509_verify_cert(sctx) > 0;
     /* Any verdict other than a missing issuer stands exactly as given. */
-    if (!aia_missing_issuer(aia_ossl.X509_STORE_CTX_get_error(sctx)))
+    if (!verified && !aia_missing_issuer(aia_ossl.X509_STORE_CTX_get_error(sctx)))
         return aia_fail(sctx);
-    /* No fetch when nobody verifies, and never for client certificates on
-     * the server side (docs/design.md, invariant 3). */
+    /* No fetch and nothing learned when nobody verifies, and never for
+     * client certificates on the server side (docs/design.md, invariant 3). */
     idx = aia_ossl.SSL_get_ex_data_X509_STORE_CTX_idx();
     ssl = idx < 0 ? NULL : (SSL *)aia_ossl.X509_STORE_CTX_get_ex_data(sctx, idx);
-    if (ssl == NULL || aia_ossl.SSL_is_server(ssl) ||
-        aia_ossl.SSL_get_verify_mode(ssl) == AIA_SSL_VERIFY_NONE)
+    client = ssl != NULL && !aia_ossl.SSL_is_server(ssl) &&
+             aia_ossl.SSL_get_verify_mode(ssl) != AIA_SSL_VERIFY_NONE;
+    /* Fast path: a complete chain never reaches Python, unless it holds an
+     * intermediate this process has not learned yet. */
+    if (verified) {
+        if (client)
+            aia_learn(sctx, (uintptr_t)arg);
+        return 1;
+    }
+    if (!client)
         return aia_fail(sctx);
     if (aia_chase(sctx, (uintptr_t)arg, ssl, NULL))
         return 1;

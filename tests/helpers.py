@@ -111,7 +111,8 @@ def subject_hash(cert: Cert) -> str:
 
     ffi, lib = Binding.ffi, Binding.lib
     der = cert.der
-    bio = lib.BIO_new_mem_buf(der, len(der))
+    data = ffi.from_buffer(der)  # pinned while the BIO reads it (PyPy copies bytes per call)
+    bio = lib.BIO_new_mem_buf(data, len(der))
     x509 = lib.d2i_X509_bio(bio, ffi.NULL)
     lib.BIO_free(bio)
     try:

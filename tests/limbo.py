@@ -65,7 +65,8 @@ def _ders(pems: list[str]) -> list[bytes]:
 
 
 def verify(case: dict[str, Any], engine: str, mode: str) -> Verdict:
-    """One case under ``engine`` ("native"/"fallback"), ``mode`` "served" or "pool"."""
+    """One case under ``engine`` ("native"/"fallback"), ``mode`` "served", "pool" or
+    "leaf" (the leaf alone, no pool: only what the process learned can complete it)."""
     previous = os.environ.get("AIA_EXT_ENGINE")
     os.environ["AIA_EXT_ENGINE"] = engine
     try:

@@ -41,11 +41,12 @@ def ders(pem: str | bytes) -> list[bytes]:
 
 # ---------------------------------------------------------------- report()
 
-def test_report_after_a_chase(make_chain, server, root_file):
+@pytest.mark.parametrize("learn, second", [(True, "learned"), (False, "memory cache")])
+def test_report_after_a_chase(learn, second, make_chain, server, root_file):
     chain = make_chain()
-    ctx = aia_ext.create_default_context(cafile=root_file)
+    ctx = aia_ext.create_default_context(cafile=root_file, learn_intermediates=learn)
     srv = server(chain.leaf)
-    for expected_source in ("network", "memory cache"):
+    for expected_source in ("network", second):
         with socket.create_connection(srv.address) as raw, \
                 ctx.wrap_socket(raw, server_hostname="localhost") as tls:
             rep = aia_ext.report(tls)
@@ -53,7 +54,8 @@ def test_report_after_a_chase(make_chain, server, root_file):
         assert rep.verify_code == 0
         [fetched] = rep.added
         assert fetched.subject == chain.intermediates[0].subject
-        assert fetched.url == chain.urls[0] and fetched.source == expected_source
+        url = "" if expected_source == "learned" else chain.urls[0]
+        assert fetched.url == url and fetched.source == expected_source
         assert fetched.der == chain.intermediates[0].der
         assert rep.network_fetches == (1 if expected_source == "network" else 0)
         if sys.version_info >= (3, 10):
@@ -286,7 +288,7 @@ def test_real_chain_corpus(entry, form, proxy, tmp_path):
     # server would get if it sent its intermediates.
     baseline = diagnose(b"".join(ssl.DER_cert_to_PEM_cert(d).encode() for d in complete),
                                 cafile=str(base / entry["root"]), hostname=entry["host"], at=at,
-                                max_fetches=0)
+                                max_fetches=0, learn_intermediates=False)
     assert not baseline.chain_was_incomplete
     out_pem = tmp_path / "out.pem"
     code, out = check(str(base / entry["leaf"]), "--cafile", str(base / entry["root"]),

@@ -8,7 +8,10 @@ For every case (tests/limbo.py says how one is verified):
   expects the case to succeed (issue 20: it was 5 on 3ae6f06);
 - where both refuse, they give the same verify code;
 - completing a leaf-only chain from the intermediates pool never accepts, under
-  either engine, what limbo expects to fail and the full chain is refused for.
+  either engine, what limbo expects to fail and the full chain is refused for;
+- the same with the learned intermediates as the pool (issue 23): learning is
+  on, as by default, in one process across every case, so the leaf alone is
+  completed from whatever the earlier cases' verified paths taught.
 
 The default run takes the subset (every non-BetterTLS case, a 1-in-40 sample of
 BetterTLS); ``AIA_EXT_LIMBO=full`` takes all 9,780 cases (``.ci/run``).
@@ -104,6 +107,22 @@ def test_the_pool_never_accepts_a_refused_chain(cases, served, which):
         if served[case["id"], which].ok:
             continue
         if limbo.verify(case, which, "pool").ok:
+            false_accepts.append(case["id"])
+    assert false_accepts == []
+
+
+@pytest.mark.parametrize("which", ["native", "fallback"])
+def test_learning_never_accepts_a_refused_chain(cases, served, which):
+    from aia_ext._private.chase import learned
+
+    for case in cases:  # the served pass again: it teaches the process every path
+        limbo.verify(case, which, "served")
+    assert len(learned.store) > 50  # 88 in the default subset
+    false_accepts = []
+    for case in cases:
+        if not _expects_failure(case) or served[case["id"], which].ok:
+            continue
+        if limbo.verify(case, which, "leaf").ok:
             false_accepts.append(case["id"])
     assert false_accepts == []
 

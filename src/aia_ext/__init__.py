@@ -12,8 +12,11 @@ then runs again, exactly as strict as before.
     # or, on a context you already have:
     aia_ext.enable(ctx)
 
-Diagnosis lives in ``aia_ext.diagnosis``; the requests adapter in
-``aia_ext.requests``.  Logs go to the ``aia_ext`` logger (fetches at DEBUG).
+Diagnosis lives in ``aia_ext.diagnosis``; the client integrations in
+``aia_ext.requests``, ``aia_ext.aiohttp``, ``aia_ext.httpx`` and
+``aia_ext.asyncio``; a local lab to test against in ``aia_ext.testing``.  Each
+is an attribute of the package, imported on first use.  Logs go to the
+``aia_ext`` logger (fetches at DEBUG).
 """
 
 from __future__ import annotations
@@ -49,7 +52,16 @@ _ON_FIRST_USE = {
 }
 
 
+#: The public submodules, reachable as attributes after ``import aia_ext``
+#: (issue 25) and imported on first use: each pulls in a client library or a
+#: test PKI that a program enabling AIA never needs.
+_SUBMODULES = frozenset({"aiohttp", "asyncio", "diagnosis", "httpx", "requests", "testing"})
+
+
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        # import_module also sets it as an attribute of this package.
+        return importlib.import_module(f"{__name__}.{name}")
     module = _ON_FIRST_USE.get(name)
     if module is None:
         raise AttributeError(f"module 'aia_ext' has no attribute {name!r}")
@@ -59,7 +71,7 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_ON_FIRST_USE))
+    return sorted(set(globals()) | set(_ON_FIRST_USE) | _SUBMODULES)
 
 # A library leaves output to the application: without this, a WARNING would
 # reach every program's stderr through logging's last resort (as urllib3 does).

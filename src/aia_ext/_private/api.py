@@ -346,10 +346,17 @@ def create_default_context_with(purpose: ssl.Purpose, cafile: StrPath | None,
 
 def clear_cache() -> None:
     """Forget every cached AIA response in this process (fetches under way finish),
-    and the fallback engine's cached verdicts."""
-    # Both modules are light; the chase's fetch path is not imported by this.
+    the learned intermediates, and the fallback engine's cached verdicts.
+
+    Disk-cache entries stay; remove the directory's files to forget them too.
+    """
+    # These modules are light; the chase's fetch path is not imported by this.
+    from . import binding
     from .chase.cache import cache
+    from .chase.learned import store
     from .engines.fallback import verdicts
 
     cache.clear()
+    store.clear()
+    binding.forget_learned()
     verdicts.clear()

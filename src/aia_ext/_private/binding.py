@@ -230,3 +230,10 @@ def openssl_library_path() -> str:
     out = module.ffi.new("char[]", 4096)
     module.lib.aia_ext_bound_library_path(out, len(out))
     return str(module.ffi.string(out).decode("utf-8", "replace"))
+
+
+def forget_learned() -> None:
+    """C forgets which intermediates it offered for learning (clear_cache());
+    nothing to do where the native part was never bound."""
+    if _bound is not None:
+        _bound.lib.aia_ext_learned_forget()

@@ -369,7 +369,29 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"aia_ext {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    commands.add_parser("demo", help="show an incomplete chain failing, then completed (local)")
+    demo = commands.add_parser(
+        "demo", help="show an incomplete chain failing, then completed (local)")
+    demo.add_argument("--serve", action="store_true",
+                      help="keep a lab running instead: a leaf-only HTTPS server, its "
+                           "caIssuers URL and root CA file, until interrupted")
+    demo.add_argument("--dir", help="with --serve: where to write root.pem (default: a new "
+                                    "temporary directory, kept)")
+    intermediates = commands.add_parser(
+        "intermediates", help="the preloaded intermediates pool (CCADB)",
+        description="Manage the pool of public intermediates kept in a cache directory.")
+    actions = intermediates.add_subparsers(dest="action", metavar="ACTION")
+    update = actions.add_parser(
+        "update", help="download CCADB's intermediates report into the pool",
+        description="Download CCADB's report of disclosed intermediates, check every row, "
+                    "and replace the pool file in the cache directory atomically. Every "
+                    "context whose cache_dir is that directory then tries the pool before "
+                    "fetching. The certificates stay untrusted chain material.")
+    update.add_argument("--url", default=None,
+                        help="the report's address (default: CCADB's "
+                             "PublicAllIntermediateCertsWithPEMCSV)")
+    update.add_argument("--cache-dir", help="the cache directory (default: AIA_EXT_CACHE_DIR)")
+    update.add_argument("--timeout", type=float, default=None,
+                        help="seconds the download may take (default 120)")
     check = commands.add_parser(
         "check", help="diagnose servers' or certificates' chains",
         description="Diagnose why chains do or do not verify, and what their servers should "
@@ -414,9 +436,14 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command == "demo":
-        from .demo import run_demo  # the test PKI: only for `demo`
+        from .demo import run_demo, serve_lab  # the test PKI: only for `demo`
 
-        return run_demo(out)
+        return serve_lab(out, args.dir) if args.serve else run_demo(out)
+    if args.command == "intermediates" and args.action == "update":
+        from . import update  # the CCADB report: only for this command
+
+        return update.run(args.cache_dir, args.url or update.DEFAULT_URL,
+                          update.DEFAULT_TIMEOUT if args.timeout is None else args.timeout, out)
     if args.command != "check":
         parser.print_help(sys.stderr)
         return EXIT_USAGE

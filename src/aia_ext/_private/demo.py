@@ -108,3 +108,33 @@ def run_demo(out: TextIO) -> int:
     say("The fetched intermediate was used as untrusted chain material only; the")
     say("trusted root and every other verification setting stayed as they were.")
     return 0
+
+
+def serve_lab(out: TextIO, directory: str | None) -> int:
+    """``aia-ext demo --serve``: keep a lab up until interrupted (issue 25)."""
+    import signal
+    import threading
+
+    from .lab import Lab
+
+    directory = directory or tempfile.mkdtemp(prefix="aia-ext-lab-")
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        with Lab(directory) as lab:
+            print("aia_ext lab on 127.0.0.1 (Ctrl-C stops it; the files stay):", file=out)
+            print(f"  root CA (cafile):      {lab.root_file}", file=out)
+            print(f"  intermediate:          {lab.intermediate_file}", file=out)
+            print(f"  HTTPS, leaf only:      {lab.url}", file=out)
+            print(f"  caIssuers URL:         {lab.ca_issuers_url}", file=out)
+            print(f"  try:  aia-ext check {lab.url} --cafile {lab.root_file}", file=out,
+                  flush=True)
+            try:
+                while not stop.wait(0.5):
+                    pass
+            except KeyboardInterrupt:
+                pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    print("lab stopped", file=out)
+    return 0

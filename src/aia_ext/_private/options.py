@@ -52,6 +52,7 @@ class OptionsKwargs(TypedDict, total=False):
     fetcher: Fetcher | None
     fetch_on_event_loop: bool
     intermediates: IntermediatesSource
+    learn_intermediates: bool
     cache_dir: str | os.PathLike[str] | None
 
 
@@ -78,6 +79,8 @@ class Options:
     :ivar fetch_on_event_loop: allow network fetches on a thread running an asyncio
         event loop (False: only the pool and the caches there).
     :ivar intermediates: known intermediates, untrusted, tried before any fetch.
+    :ivar learn_intermediates: remember the intermediates of verified paths, untrusted,
+        and try them before any fetch (False: none learned or used).
     :ivar cache_dir: directory of the opt-in disk cache (None: memory only).
     """
 
@@ -93,6 +96,7 @@ class Options:
     fetcher: Fetcher | None = None
     fetch_on_event_loop: bool = True
     intermediates: IntermediatesPool = EMPTY
+    learn_intermediates: bool = True
     cache_dir: str | None = None
 
 
@@ -115,7 +119,9 @@ HELP = """
     - ``fetch_on_event_loop`` (True): False keeps network fetches off a thread that runs
       an asyncio event loop (pool and caches only there; see ``aprefetch()``);
     - ``intermediates`` (()): path, PEM/DER/PKCS#7 bytes or a list of those: known
-      intermediates, untrusted, tried before any fetch;
+      intermediates, untrusted, tried before any fetch; CCADB's CSV report is read too;
+    - ``learn_intermediates`` (True): remember the intermediates of verified paths
+      (process-wide, untrusted) and try them before any fetch;
     - ``cache_dir`` (None, or ``AIA_EXT_CACHE_DIR``): the opt-in disk cache.
 """
 
@@ -135,7 +141,7 @@ _INT_RANGES = {
     "max_urls_per_cert": (1, 20),
     "max_redirects": (0, 10),
 }
-_BOOLS = ("allow_https", "allow_private", "fetch_on_event_loop")
+_BOOLS = ("allow_https", "allow_private", "fetch_on_event_loop", "learn_intermediates")
 _CALLABLES = ("url_filter", "fetcher")
 NAMES = frozenset(f.name for f in fields(Options))
 #: Bytes read from one ``intermediates`` file at most (a Mozilla-size preload
@@ -203,6 +209,7 @@ def _load_intermediates(value: Any) -> IntermediatesPool:
     # The certificate reader is only needed when a pool is given: kept off
     # `import aia_ext` (docs/design.md, "Import time").
     from .bundle import BundleError, certificates_in_bundle
+    from .ccadb import ReportError, certificates_in_report, looks_like_report
 
     items = value if isinstance(value, (list, tuple)) else [value]
     certs: list[ParsedCertificate] = []
@@ -223,8 +230,15 @@ def _load_intermediates(value: Any) -> IntermediatesPool:
         else:
             raise ValueError("intermediates must be a path, PEM/DER bytes, or a list of those, "
                              f"not {type(item).__name__}")
+        room = MAX_INTERMEDIATES + 1 - len(certs)
+        if looks_like_report(data):  # CCADB's CSV: every row checked (ccadb.py)
+            try:
+                certs.extend(certificates_in_report(data, room))
+            except ReportError as exc:
+                raise ValueError(f"intermediates: {where}: {exc}") from None
+            continue
         try:
-            certs.extend(certificates_in_bundle(data, MAX_INTERMEDIATES + 1 - len(certs)))
+            certs.extend(certificates_in_bundle(data, room))
         except BundleError:
             raise ValueError(f"intermediates: no certificate in {where}") from None
         if len(certs) > MAX_INTERMEDIATES:

@@ -17,6 +17,7 @@ is found through two indexes, not a scan:
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TypeVar
 
 from .der import ParsedCertificate, name_key, names_match
 
@@ -24,21 +25,43 @@ from .der import ParsedCertificate, name_key, names_match
 MAX_LEVELS = 8
 
 
-class IntermediatesPool(tuple[ParsedCertificate, ...]):
-    """A tuple of parsed certificates, with indexes by subject and key identifier."""
+_K = TypeVar("_K")
 
-    _by_subject: dict[object, list[ParsedCertificate]]
-    _by_key_id: dict[bytes, list[ParsedCertificate]]
 
-    def __new__(cls, certificates: Iterable[ParsedCertificate] = ()) -> IntermediatesPool:
-        pool = super().__new__(cls, dict.fromkeys(certificates))  # duplicates once
-        pool._by_subject = {}
-        pool._by_key_id = {}
-        for cert in pool:
-            pool._by_subject.setdefault(name_key(cert.subject), []).append(cert)
-            if cert.subject_key_id is not None:
-                pool._by_key_id.setdefault(cert.subject_key_id, []).append(cert)
-        return pool
+def _drop(index: dict[_K, list[ParsedCertificate]], key: _K, der: bytes) -> None:
+    bucket = index.get(key)
+    if bucket is not None:
+        bucket[:] = [c for c in bucket if c.der != der]
+        if not bucket:
+            del index[key]
+
+
+class IssuerIndex:
+    """Certificates indexed by subject key identifier and by subject name.
+
+    Mutable (the learned intermediates add and drop entries); not locked:
+    its owner serialises access.
+    """
+
+    __slots__ = ("_by_key_id", "_by_subject")
+
+    def __init__(self) -> None:
+        self._by_subject: dict[object, list[ParsedCertificate]] = {}
+        self._by_key_id: dict[bytes, list[ParsedCertificate]] = {}
+
+    def add(self, cert: ParsedCertificate) -> None:
+        self._by_subject.setdefault(name_key(cert.subject), []).append(cert)
+        if cert.subject_key_id is not None:
+            self._by_key_id.setdefault(cert.subject_key_id, []).append(cert)
+
+    def remove(self, cert: ParsedCertificate) -> None:
+        _drop(self._by_subject, name_key(cert.subject), cert.der)
+        if cert.subject_key_id is not None:
+            _drop(self._by_key_id, cert.subject_key_id, cert.der)
+
+    def clear(self) -> None:
+        self._by_subject.clear()
+        self._by_key_id.clear()
 
     def direct_issuers(self, child: ParsedCertificate) -> list[ParsedCertificate]:
         """The certificates that may have issued ``child``."""
@@ -51,7 +74,7 @@ class IntermediatesPool(tuple[ParsedCertificate, ...]):
                 (None, child.authority_key_id)]
 
     def issuers_of(self, child: ParsedCertificate) -> list[ParsedCertificate]:
-        """``child``'s issuers from the pool, and theirs, as far as names connect."""
+        """``child``'s issuers, and theirs, as far as names connect."""
         chosen: list[ParsedCertificate] = []
         seen = {child.der}
         current = [child]
@@ -64,6 +87,27 @@ class IntermediatesPool(tuple[ParsedCertificate, ...]):
             seen.update(c.der for c in found)
             current = [c for c in found if not names_match(c.issuer, c.subject)]
         return chosen
+
+
+class IntermediatesPool(tuple[ParsedCertificate, ...]):
+    """A tuple of parsed certificates, with indexes by subject and key identifier."""
+
+    _index: IssuerIndex
+
+    def __new__(cls, certificates: Iterable[ParsedCertificate] = ()) -> IntermediatesPool:
+        pool = super().__new__(cls, dict.fromkeys(certificates))  # duplicates once
+        pool._index = IssuerIndex()
+        for cert in pool:
+            pool._index.add(cert)
+        return pool
+
+    def direct_issuers(self, child: ParsedCertificate) -> list[ParsedCertificate]:
+        """The certificates that may have issued ``child``."""
+        return self._index.direct_issuers(child)
+
+    def issuers_of(self, child: ParsedCertificate) -> list[ParsedCertificate]:
+        """``child``'s issuers from the pool, and theirs, as far as names connect."""
+        return self._index.issuers_of(child)
 
 
 EMPTY = IntermediatesPool()

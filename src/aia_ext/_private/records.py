@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from .chase.core import Chase
 
 #: Where an added certificate came from.
-Source = Literal["network", "memory cache", "disk cache", "intermediates pool"]
+Source = Literal["network", "memory cache", "disk cache", "intermediates pool", "learned"]
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,10 @@
 An engine calls ``on_missing_issuer()`` each time verification stops on a
 certificate whose issuer is missing, and ``finish()`` once at the end.  State
 that must live across those calls (URLs tried, fetches made, the deadline)
-sits in a ``Chase``.  Issuers come from the intermediates pool, the memory
-and disk caches, or the network (fetch.py), in that order.
+sits in a ``Chase``.  Issuers come from the intermediates pools (the
+context's own and the cache directory's CCADB pool) and the learned
+intermediates, then the memory and disk caches, then the network (fetch.py),
+in that order.
 
 Every certificate found here is handed to the engine as *untrusted* chain
 material; the engine's verifier re-runs and alone decides (docs/design.md,
@@ -29,7 +31,7 @@ from ..der import ParsedCertificate, names_match, parse_certificate
 from ..errors import FetchError
 from ..logtext import escape
 from ..x509_codes import MISSING_ISSUER
-from . import finished
+from . import finished, learned
 from .cache import NEGATIVE_TTL, CacheEntry, cache, success_expiry
 from .fetch import fetch_url
 from .policy import url_refusal
@@ -81,7 +83,7 @@ class Added:
     subject: str
     issuer: str
     url: str
-    source: str  # "network" / "memory cache"
+    source: str  # "network" / "memory cache" / "disk cache" / "intermediates pool" / "learned"
     nbytes: int
     elapsed_ms: float
     der: bytes
@@ -338,14 +340,28 @@ def _account_reverify(chase: Chase) -> None:
         chase.answered_at = None
 
 
-def _from_pool(chase: Chase, child: ParsedCertificate, add: AddUntrusted) -> int:
-    """Add issuers of ``child`` from the ``intermediates`` pool: no fetch needed."""
+def _from_known(chase: Chase, child: ParsedCertificate, add: AddUntrusted) -> int:
+    """Add issuers of ``child`` that need no fetch; how many were added.
+
+    From the ``intermediates`` pool, the preloaded CCADB pool of the cache
+    directory, and the learned intermediates (issue 23), all of them: a
+    same-name decoy in one must not hide the real issuer in another.
+    """
+    options = chase.options
+    known = [("intermediates pool", options.intermediates.issuers_of(child))]
+    if options.cache_dir is not None:
+        from . import preloaded  # opt-in: only with a cache directory
+
+        known.append(("intermediates pool", preloaded.issuers_of(child, options)))
+    if options.learn_intermediates:
+        known.append(("learned", learned.issuers_of(child, options)))
     added = 0
-    for cert in chase.options.intermediates.issuers_of(child):
-        if add(cert.der) > 0:
-            added += 1
-            chase.added.append(Added(cert.subject_text, cert.issuer_text, "",
-                                       "intermediates pool", len(cert.der), 0.0, cert.der))
+    for source, certs in known:
+        for cert in certs:
+            if add(cert.der) > 0:
+                added += 1
+                chase.added.append(Added(cert.subject_text, cert.issuer_text, "", source,
+                                         len(cert.der), 0.0, cert.der))
     return added
 
 
@@ -368,7 +384,7 @@ def _missing(chase: Chase, der: bytes, depth: int, error: int, add: AddUntrusted
                                         f"unreadable certificate ({exc})"))
         return 0
     urls = child.ca_issuers
-    added = _from_pool(chase, child, add)
+    added = _from_known(chase, child, add)
     if added:
         return added
     log.debug("verification %d: issuer of %s (depth %d, error %d) missing; %d caIssuers URL(s)",

@@ -159,8 +159,9 @@ def _open(directory: str, create: bool) -> _Directory | None:
     return _Directory(directory, fd)
 
 
-def _read(where: _Directory, name: str) -> bytes | None:
-    """The bytes of a regular file, without following links or blocking."""
+def _read(where: _Directory, name: str, limit: int = MAX_ENTRY_BYTES) -> bytes | None:
+    """The bytes of a regular file (``limit`` + 1 at most, so that a larger one
+    shows as such), without following links or blocking."""
     flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
     flags |= getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
     path = where.entry(name)
@@ -176,8 +177,8 @@ def _read(where: _Directory, name: str) -> bytes | None:
             log.debug("disk cache: ignoring %s (not a regular file)", escape(path))
             return None
         chunks, size = [], 0
-        while size <= MAX_ENTRY_BYTES:
-            chunk = os.read(fd, MAX_ENTRY_BYTES + 1 - size)
+        while size <= limit:
+            chunk = os.read(fd, min(limit + 1 - size, 1 << 20))
             if not chunk:
                 break
             chunks.append(chunk)
@@ -273,6 +274,27 @@ def store(directory: str, url: str, certs: list[bytes]) -> None:
                       escape(directory), escape(exc))
             return
     log.debug("disk cache: stored %d certificate(s) for %s", len(certs), escape(url))
+
+
+def read_file(directory: str, name: str, limit: int) -> bytes | None:
+    """A named file of the cache directory (the CCADB pool), read under the same
+    checks as entries; None if it, or a usable directory, is missing.  A file
+    over ``limit`` bytes is returned with ``limit`` + 1 bytes: the caller refuses it."""
+    where = _open(directory, create=False)
+    if where is None:
+        return None
+    with where:
+        return _read(where, name, limit)
+
+
+def write_file(directory: str, name: str, data: bytes) -> None:
+    """Write a named file of the cache directory atomically; OSError (or
+    ValueError for a refused directory) when it cannot be written."""
+    where = _open(directory, create=True)
+    if where is None:
+        raise ValueError(f"the cache directory {directory} cannot be used (see the warning)")
+    with where:
+        _write_atomically(where, name, data)
 
 
 def _write_atomically(where: _Directory, name: str, data: bytes) -> None:

@@ -31,6 +31,7 @@ import os
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from typing import NamedTuple
 from urllib.parse import urljoin, urlsplit
 
@@ -177,8 +178,10 @@ def _connect(hop: Hop, options: Options, deadline_at: float) -> socket.socket:
     raise FetchError("connection error", describe(last_error) if last_error else "no address")
 
 
-def _one_hop(url: str, options: Options, deadline_at: float) -> http1.Response:
+def _one_hop(url: str, options: Options, deadline_at: float,
+             progress: Callable[[int], None] | None = None) -> http1.Response:
     hop = hop_for(url, options)
+    received = 0
     sock = _connect(hop, options, deadline_at)
     try:
         if hop.tls_server_name is not None:
@@ -194,8 +197,13 @@ def _one_hop(url: str, options: Options, deadline_at: float) -> http1.Response:
             sock.sendall(data)
 
         def recv(size: int) -> bytes:
+            nonlocal received
             sock.settimeout(remaining(deadline_at))
-            return sock.recv(size)
+            data = sock.recv(size)
+            if progress is not None:
+                received += len(data)
+                progress(received)
+            return data
 
         return http1.exchange(send, recv, hop.request_target, hop.host_header,
                               options.max_response_bytes)
@@ -209,11 +217,13 @@ def _one_hop(url: str, options: Options, deadline_at: float) -> http1.Response:
         sock.close()
 
 
-def fetch_url(url: str, options: Options, deadline_at: float) -> bytes:
+def fetch_url(url: str, options: Options, deadline_at: float,
+              progress: Callable[[int], None] | None = None) -> bytes:
     """GET ``url`` under ``options``; the body, or FetchError with the reason.
 
     ``deadline_at`` is the verification's absolute deadline (time.monotonic());
-    this fetch also stops at ``options.timeout`` from now.
+    this fetch also stops at ``options.timeout`` from now.  ``progress`` is
+    called with the bytes received so far (``aia-ext intermediates update``).
     """
     fetch_deadline = min(deadline_at, time.monotonic() + options.timeout)
     if options.fetcher is not None:
@@ -221,7 +231,7 @@ def fetch_url(url: str, options: Options, deadline_at: float) -> bytes:
     current = url
     for _hop_number in range(options.max_redirects + 1):
         check_url(current, options)
-        response = _one_hop(current, options, fetch_deadline)
+        response = _one_hop(current, options, fetch_deadline, progress)
         if response.status == 200:
             return response.body
         if response.status not in http1.REDIRECTS:

@@ -76,19 +76,26 @@ class NativeEngine:
         module = self._module()
         pointer = binding.ssl_ctx_pointer(context)
         with self._lock:
-            token = self._tokens.get(context)
-            new = token is None
-            if token is None:
-                token = next(self._ids)
+            old = self._tokens.get(context)
+            # A token is the context's number with the "learns" bit below it
+            # (AIA_TOKEN_LEARN): C then skips learning without calling Python.
+            base = next(self._ids) if old is None else old >> 1
+            token = base << 1 | (1 if options.learn_intermediates else 0)
             self._options[token] = options
             if not module.lib.aia_ext_install(pointer, token):
-                if new:
+                if token != old:
                     self._options.pop(token, None)
                 raise UnsupportedPlatformError("the SSLContext holds no SSL_CTX")
-            if new:
-                self._tokens[context] = token
-                weakref.finalize(context, self._options.pop, token, None)
+            if old is not None and old != token:
+                self._options.pop(old, None)
+            self._tokens[context] = token
+            if old is None:
+                weakref.finalize(context, self._forget_tokens, base)
                 _wrap_socket_classes(context)
+
+    def _forget_tokens(self, base: int) -> None:
+        self._options.pop(base << 1, None)
+        self._options.pop(base << 1 | 1, None)
 
     def disable(self, context: Any) -> bool:
         with self._lock:
@@ -216,9 +223,19 @@ class NativeEngine:
             verified = binding.store_chain(store_ctx) if ok else []
             chase.finish(chase_id, bool(ok), error, depth, verified)
 
+        def aia_ext_py_learn(token: int, der: Any, der_len: int) -> int:
+            options = options_by_token.get(token)
+            if options is None or not options.learn_intermediates:
+                return 0
+            from ..chase import learned  # the first unseen intermediate only
+
+            learned.learn([bytes(ffi.buffer(der, der_len))], options)
+            return 1
+
         # Not decorators: cffi is untyped, and a plain call keeps mypy --strict quiet.
         ffi.def_extern(onerror=_callback_error)(aia_ext_py_missing)
         ffi.def_extern(onerror=_callback_error)(aia_ext_py_done)
+        ffi.def_extern(onerror=_callback_error)(aia_ext_py_learn)
 
     def _after_fork_in_child(self) -> None:
         # Another thread may have held a lock at fork(): it would stay held.

@@ -37,6 +37,7 @@ import re
 import socket
 import ssl
 import struct
+import tempfile
 import threading
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
@@ -518,6 +519,28 @@ def _verified_chain(owner: Any, standard: Any) -> Any:
     return list(chain)
 
 
+def _peer_dictionary(owner: Any, standard: Any) -> Any:
+    """getpeercert(): ssl's dictionary for a connection the fallback verified.
+
+    CPython decides whether to decode the certificate by the context's
+    verify mode, which the fallback restores at once; PyPy 3.10+ asks the
+    connection's own mode (SSL_get_verify_mode), which stays CERT_NONE, and
+    so returns {} for a verified peer.  There the certificate is decoded by
+    the interpreter's own decoder, so the dictionary is ssl's to the byte.
+    """
+    peer = standard()
+    if peer != {} or CHAIN_KEY not in owner.__dict__:
+        return peer
+    der = owner.getpeercert(binary_form=True)
+    handle, path = tempfile.mkstemp(prefix="aia-ext-peer-", suffix=".pem")
+    try:
+        with os.fdopen(handle, "w", encoding="ascii") as f:
+            f.write(ssl.DER_cert_to_PEM_cert(der))
+        return ssl._ssl._test_decode_cert(path)  # type: ignore[attr-defined]
+    finally:
+        os.unlink(path)
+
+
 class AIASSLSocket(ssl.SSLSocket):
     """SSLSocket that, in fallback mode, verifies before the handshake returns."""
 
@@ -543,6 +566,11 @@ class AIASSLSocket(ssl.SSLSocket):
     if hasattr(ssl.SSLSocket, "get_verified_chain"):  # 3.13+
         def get_verified_chain(self) -> Any:
             return _verified_chain(self, getattr(super(), "get_verified_chain"))  # noqa: B009
+
+    def getpeercert(self, binary_form: bool = False) -> Any:
+        if binary_form:
+            return super().getpeercert(True)
+        return _peer_dictionary(self, super().getpeercert)
 
 
 class AIASSLObject(ssl.SSLObject):
@@ -572,6 +600,11 @@ class AIASSLObject(ssl.SSLObject):
     if hasattr(ssl.SSLObject, "get_verified_chain"):  # 3.13+
         def get_verified_chain(self) -> Any:
             return _verified_chain(self, getattr(super(), "get_verified_chain"))  # noqa: B009
+
+    def getpeercert(self, binary_form: bool = False) -> Any:
+        if binary_form:
+            return super().getpeercert(True)
+        return _peer_dictionary(self, super().getpeercert)
 
     def read(self, len: int = 1024, buffer: Any = None) -> Any:
         if self.__dict__.get("_aia_failed"):

@@ -96,7 +96,13 @@ class Certificate:
 
 
 def _d2i(der: bytes) -> Any:
-    bio = lib.BIO_new_mem_buf(der, len(der))
+    # A memory BIO reads its buffer after BIO_new_mem_buf returns.  Passed as
+    # bytes, PyPy's cffi hands the call a temporary copy, freed on return
+    # (CPython passes the object's own storage); from_buffer pins the bytes for
+    # as long as `data` lives.  Without it, d2i read freed memory on PyPy under
+    # concurrent handshakes, and a good intermediate was refused as unreadable.
+    data = ffi.from_buffer(der)
+    bio = lib.BIO_new_mem_buf(data, len(der))
     if bio == ffi.NULL:
         raise MemoryError("BIO_new_mem_buf failed")
     try:
@@ -104,6 +110,7 @@ def _d2i(der: bytes) -> Any:
     finally:
         lib.BIO_free(bio)
         lib.ERR_clear_error()
+        del data
     if cert == ffi.NULL:
         raise ValueError("OpenSSL cannot read this certificate")
     return cert

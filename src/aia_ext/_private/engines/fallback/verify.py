@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from ... import x509_codes as codes
 from ...chase import core as chase
+from ...chase import learned
 from ...logtext import escape
 from . import failures as errors
 from . import rules, verdicts
@@ -138,6 +139,9 @@ def verify_chain(served: Sequence[bytes], context: ssl.SSLContext, hostname: str
         error.aia_chase_id = chase_id  # type: ignore[attr-defined]  # for diagnose()
         error.aia_depth = outcome.depth  # type: ignore[attr-defined]
         raise error
+    # A verified path teaches its intermediates (issue 23); learn() skips
+    # those already known with one dictionary lookup each.
+    learned.learn_path(outcome.chain, options)
     return chase_id, list(outcome.chain)
 
 

@@ -1,0 +1,241 @@
+"""Issue 23: CCADB's intermediates report as a preloaded pool.
+
+The report is synthetic but in CCADB's layout ("All Intermediates with PEM":
+every field quoted, CRLF line ends, commas and quotes inside fields, each
+PEM wrapped in apostrophes and spread over lines), served over real HTTP on
+127.0.0.1 for ``aia-ext intermediates update``.  The chains that need it are
+real TLS servers sending only a leaf without any caIssuers URL.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import os
+import time
+import tracemalloc
+from typing import Any
+
+import pytest
+
+import aia_ext
+from aia_ext._private import cli
+from aia_ext._private.ccadb import POOL_FILE, pool_file_bytes
+from aia_ext._private.der import parse_certificate
+from aia_ext._private.testing import Cert, issue
+
+from .helpers import unique_path, verify_code
+
+HEADER = [
+    "CA Owner", "Parent Name", "Certificate Name", "Certificate Issuer Common Name",
+    "Certificate Issuer Organization", "Certificate Subject Common Name",
+    "Certificate Subject Organization", "Certificate Serial Number", "SHA-256 Fingerprint",
+    "Subject + SPKI SHA256", "Valid From [GMT]", "Valid To [GMT]", "Public Key Algorithm",
+    "Signature Hash Algorithm", "Extended Key Usage", "CP/CPS Same As Parent",
+    "Certificate Policy (CP)", "Certificate Practice Statement (CPS)", "Audits Same As Parent",
+    "Standard Audit", "BR Audit", "Auditor", "Standard Audit Statement Dt",
+    "Management Assertions By", "Comments", "PEM Info",
+]
+
+
+def report(certs: list[Cert], *, mutate: Any = None) -> bytes:
+    """A report in CCADB's layout; ``mutate(index, row)`` may spoil a row."""
+    out = io.StringIO(newline="")
+    writer = csv.writer(out, quoting=csv.QUOTE_ALL, lineterminator="\r\n")
+    writer.writerow(HEADER)
+    for i, cert in enumerate(certs):
+        pem = cert.pem.decode().strip().replace("\n", "\r\n")
+        row = {name: "" for name in HEADER}
+        row.update({
+            "CA Owner": 'Example, Inc. "Test CA"',
+            "Certificate Name": cert.cert.subject.rfc4514_string(),
+            "SHA-256 Fingerprint": hashlib.sha256(cert.der).hexdigest().upper(),
+            "Comments": "line one\r\nline two, with a comma",
+            "PEM Info": f"'{pem}'",
+        })
+        values = [row[name] for name in HEADER]
+        if mutate is not None:
+            values = mutate(i, values)
+        writer.writerow(values)
+    return out.getvalue().encode("utf-8")
+
+
+@pytest.fixture(scope="module")
+def population(root: Cert) -> list[Cert]:
+    """A CCADB-size set: 2,000 intermediates under the test root (one shared key)."""
+    key = issue("Key Holder", root, ca=True).key
+    return [issue(f"Preloaded Intermediate {i}", root, ca=True, key=key) for i in range(2000)]
+
+
+def _pupil(server, issuer: Cert):
+    return server(issue("localhost", issuer, dns=["localhost"]))
+
+
+def test_intermediates_reads_a_ccadb_report(population, root_file, server, tmp_path):
+    path = tmp_path / "report.csv"
+    path.write_bytes(report(population))
+    started = time.perf_counter()
+    ctx = aia_ext.create_default_context(cafile=root_file, intermediates=str(path),
+                                         learn_intermediates=False)
+    loaded_in = time.perf_counter() - started
+    print(f"2,000-row report loaded in {loaded_in * 1000:.0f} ms")
+    assert verify_code(ctx, _pupil(server, population[1500])) == 0
+    plain = aia_ext.create_default_context(cafile=root_file, learn_intermediates=False)
+    assert verify_code(plain, _pupil(server, population[1500])) == 20
+
+
+def test_the_report_as_bytes_and_without_a_fingerprint_column(population, root_file, server):
+    data = report(population[:3], mutate=lambda i, row: [*row[:8], "", *row[9:]])
+    ctx = aia_ext.create_default_context(cafile=root_file, intermediates=data)
+    assert verify_code(ctx, _pupil(server, population[2])) == 0
+
+
+@pytest.mark.parametrize("spoil, message", [
+    (lambda i, row: [*row[:-1], "'not a certificate'"], "holds no certificate"),
+    (lambda i, row: [*row[:-1], "'-----BEGIN CERTIFICATE-----\r\nAAAA\r\n"
+                                "-----END CERTIFICATE-----'"], "unreadable certificate"),
+    (lambda i, row: row[:5], "no PEM field"),
+    (lambda i, row: [*row[:8], "00" * 32, *row[9:]], "SHA-256 fingerprint"),
+])
+def test_a_bad_row_is_an_error_naming_it(spoil, message, population):
+    data = report(population[:5], mutate=lambda i, row: spoil(i, row) if i == 3 else row)
+    with pytest.raises(ValueError, match=message) as info:
+        aia_ext.create_default_context(intermediates=data)
+    assert "line" in str(info.value)
+
+
+def test_a_report_without_a_pem_column_is_refused():
+    data = b'"CA Owner","PEM Stuff Removed"\r\n"x","y"\r\n'.replace(b"PEM Stuff Removed", b"Name")
+    with pytest.raises(ValueError, match="no certificate"):
+        aia_ext.create_default_context(intermediates=data)
+
+
+# ---- aia-ext intermediates update ----------------------------------------------
+
+def _update(url: str, cache_dir: str) -> tuple[int, str, str]:
+    out = io.StringIO()
+    import contextlib
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = cli.main(["intermediates", "update", "--url", url, "--cache-dir", cache_dir,
+                         "--timeout", "20"], out=out)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_update_writes_a_pool_every_context_with_the_cache_dir_uses(
+        population, root_file, server, aia, tmp_path):
+    url = aia.serve(unique_path(".csv"), report(population))
+    cache_dir = str(tmp_path / "cache")
+    code, out, err = _update(url, cache_dir)
+    assert (code, err) == (0, "")
+    assert out == f"wrote 2000 intermediates to {os.path.join(cache_dir, POOL_FILE)}\n"
+    assert os.stat(cache_dir).st_mode & 0o077 == 0
+    ctx = aia_ext.create_default_context(cafile=root_file, cache_dir=cache_dir,
+                                         learn_intermediates=False)
+    hits = aia.total_hits
+    assert verify_code(ctx, _pupil(server, population[7])) == 0
+    assert aia.total_hits == hits  # no fetch
+    other = aia_ext.create_default_context(cafile=root_file, learn_intermediates=False)
+    assert verify_code(other, _pupil(server, population[7])) == 20
+
+
+def _serve_raw(aia, body: bytes, *, length: int | None = None, chunked_mib: int = 0) -> str:
+    def handler(request: Any) -> None:
+        request.send_response(200)
+        if chunked_mib:
+            request.send_header("Transfer-Encoding", "chunked")
+            request.end_headers()
+            chunk = b"x" * (1 << 20)
+            try:
+                for _ in range(chunked_mib):
+                    request.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                request.wfile.write(b"0\r\n\r\n")
+            except OSError:
+                pass  # the client gave up, as it should
+            return
+        request.send_header("Content-Length", str(len(body) if length is None else length))
+        request.end_headers()
+        try:
+            request.wfile.write(body)
+        except OSError:
+            pass
+        request.close_connection = True
+
+    return aia.serve(unique_path(".csv"), b"", handler=handler)
+
+
+@pytest.mark.parametrize("case", ["truncated", "garbage rows", "huge length", "huge stream",
+                                  "not found", "html"])
+def test_a_failed_update_changes_nothing(case, population, aia, tmp_path):
+    cache_dir = str(tmp_path / "cache")
+    good = aia.serve(unique_path(".csv"), report(population[:10]))
+    assert _update(good, cache_dir)[0] == 0
+    pool = os.path.join(cache_dir, POOL_FILE)
+    before = open(pool, "rb").read()
+    data = report(population[:50])
+    if case == "truncated":
+        url = _serve_raw(aia, data[: len(data) // 2], length=len(data))
+    elif case == "garbage rows":
+        url = aia.serve(unique_path(".csv"), data[:-200] + b'"\x00garbage\r\n,,,"\r\n')
+    elif case == "huge length":
+        url = _serve_raw(aia, b"x" * 1024, length=64 * 1024 * 1024)
+    elif case == "huge stream":
+        url = _serve_raw(aia, b"", chunked_mib=48)
+    elif case == "not found":
+        url = aia.url(unique_path(".csv"))
+    else:
+        url = aia.serve(unique_path(".csv"), b"<html><body>Maintenance</body></html>")
+    tracemalloc.start()
+    started = time.monotonic()
+    code, out, err = _update(url, cache_dir)
+    elapsed = time.monotonic() - started
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert code == 1 and out == ""
+    assert err.startswith("aia-ext: error: the pool was not changed: ") and err.count("\n") == 1
+    assert open(pool, "rb").read() == before
+    assert elapsed < 20
+    assert peak < 80 * 1024 * 1024  # bounded by the 32 MiB limit, never the body
+
+
+def test_update_needs_a_cache_directory(monkeypatch, aia):
+    monkeypatch.delenv("AIA_EXT_CACHE_DIR", raising=False)
+    err = io.StringIO()
+    import contextlib
+
+    with contextlib.redirect_stderr(err):
+        code = cli.main(["intermediates", "update", "--url", aia.url("/x.csv")],
+                        out=io.StringIO())
+    assert code == 1 and "--cache-dir" in err.getvalue()
+
+
+def test_update_is_policy_controlled(tmp_path):
+    code, _out, err = _update("http://169.254.169.254/latest/report.csv", str(tmp_path / "c"))
+    assert code == 1 and "refused by policy" in err
+
+
+@pytest.mark.parametrize("content", [b"garbage\n", b"# aia_ext intermediates pool v1\nnope\n",
+                                     b""])
+def test_a_damaged_pool_file_is_ignored_with_a_warning(content, population, root_file, server,
+                                                       tmp_path, caplog):
+    cache_dir = tmp_path / "cache"
+    cache_dir.mkdir(mode=0o700)
+    (cache_dir / POOL_FILE).write_bytes(content)
+    ctx = aia_ext.create_default_context(cafile=root_file, cache_dir=str(cache_dir),
+                                         learn_intermediates=False)
+    assert verify_code(ctx, _pupil(server, population[3])) == 20
+    assert any("intermediates pool" in r.getMessage() for r in caplog.records
+               if r.levelname == "WARNING")
+
+
+def test_a_planted_pool_symlink_is_not_followed(population, root_file, server, tmp_path):
+    cache_dir = tmp_path / "cache"
+    cache_dir.mkdir(mode=0o700)
+    target = tmp_path / "elsewhere.pem"
+    target.write_bytes(pool_file_bytes([parse_certificate(population[4].der)], "test"))
+    (cache_dir / POOL_FILE).symlink_to(target)
+    ctx = aia_ext.create_default_context(cafile=root_file, cache_dir=str(cache_dir),
+                                         learn_intermediates=False)
+    assert verify_code(ctx, _pupil(server, population[4])) == 20
