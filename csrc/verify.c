@@ -165,7 +165,7 @@ int aia_chase(X509_STORE_CTX *sctx, uintptr_t token, SSL *ssl, uint64_t *chase_o
     OPENSSL_STACK *original, *private_stack;
     X509 *first_cert, *cert;
     uint64_t chase = 0;
-    int first_error, first_depth, error, depth, base, round;
+    int first_error, first_depth, last_error, last_depth, error, depth, base, round;
     int ok = 0;
 
     first_error = aia_ossl.X509_STORE_CTX_get_error(sctx);
@@ -204,7 +204,11 @@ int aia_chase(X509_STORE_CTX *sctx, uintptr_t token, SSL *ssl, uint64_t *chase_o
             break;
     }
 
-    if (!ok && aia_missing_issuer(aia_ossl.X509_STORE_CTX_get_error(sctx))) {
+    /* What OpenSSL said of the completed chain, for reports (diagnose() shows
+     * where the path stopped); the store context itself keeps the original. */
+    last_error = aia_ossl.X509_STORE_CTX_get_error(sctx);
+    last_depth = aia_ossl.X509_STORE_CTX_get_error_depth(sctx);
+    if (!ok && aia_missing_issuer(last_error)) {
         /* Still no path: the user sees the original verdict, not one about a
          * certificate a third party handed us.  first_cert is the leaf or a
          * served certificate, both still alive. */
@@ -216,9 +220,7 @@ int aia_chase(X509_STORE_CTX *sctx, uintptr_t token, SSL *ssl, uint64_t *chase_o
     if (ok)
         aia_learn(sctx, token);
     if (chase != 0) {
-        aia_ext_py_done(token, chase, ssl, sctx, ok,
-                        aia_ossl.X509_STORE_CTX_get_error(sctx),
-                        aia_ossl.X509_STORE_CTX_get_error_depth(sctx));
+        aia_ext_py_done(token, chase, ssl, sctx, ok, last_error, last_depth);
         /* Failure to record only costs the report, never the verdict. */
         if (ssl != NULL)
             (void)aia_ossl.SSL_set_ex_data(ssl, aia_ssl_index, (void *)(uintptr_t)chase);

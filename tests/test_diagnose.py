@@ -303,3 +303,19 @@ def test_real_chain_corpus(entry, form, proxy, tmp_path):
         # (error 92) whether the chain is served or fetched: same verdict.
         assert code == 1, out
         assert f"verify error {baseline.verify_code} " in out
+
+
+def test_check_reports_the_completed_chains_error_depth(make_chain, server, root_file):
+    """Issue 25: an untrusted root behind a fetched intermediate is OpenSSL's error 20
+    at depth 1 (the intermediate), as on the completed chain; it said depth 0 (the leaf)."""
+    chain = make_chain(issuer_root=issue("a root nobody trusts", ca=True))
+    srv = server(chain.leaf)
+    code, out = check(f"localhost:{srv.port}", "--cafile", root_file)
+    assert code == 4, out  # inconclusive: the intermediate's own caIssuers URL is a 404
+    assert "verify error 20 at depth 1 (CN=Intermediate 0)" in out
+    code, out = check(f"localhost:{srv.port}", "--cafile", root_file, "--json")
+    assert json.loads(out)["verify_depth"] == 1
+    ctx = aia_ext.create_default_context(cafile=root_file)
+    diagnosis = aia_ext.diagnosis.diagnose(f"localhost:{srv.port}", context=ctx)
+    assert (diagnosis.verify_code, diagnosis.verify_depth) == (20, 1)
+    assert diagnosis.failed_path[1].subject == "CN=Intermediate 0"

@@ -43,10 +43,15 @@ def test_an_untrusted_root_after_a_fetch_is_explained(make_chain, server, root_f
     report = error.aia_report  # type: ignore[attr-defined]
     assert isinstance(report, aia_ext.Report) and not report.verified
     assert [(a.url, a.source) for a in report.added] == [(chain.urls[0], "network")]
+    # In repr(), on every Python: wrapping clients show it (issue 25); str() stays ssl's.
+    assert str(error).startswith("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: "
+                                 "unable to get local issuer certificate")
+    assert "aia_ext" not in str(error)
+    message = repr(error)
+    assert "Intermediate 0" in message and chain.urls[0] in message
+    assert "CN=a root nobody trusts is not in the trust store" in message
     if HAS_NOTES:
-        [note] = error.__notes__
-        assert "Intermediate 0" in note and chain.urls[0] in note
-        assert "CN=a root nobody trusts is not in the trust store" in note
+        assert "CN=a root nobody trusts is not in the trust store" in error.__notes__[0]
 
 
 def test_a_failed_fetch_is_explained(server, root, root_file, aia):
@@ -56,9 +61,7 @@ def test_a_failed_fetch_is_explained(server, root, root_file, aia):
     error = _failure(aia_ext.create_default_context(cafile=root_file), server(leaf))
     report = error.aia_report  # type: ignore[attr-defined]
     assert [(f.url, f.reason) for f in report.failed] == [(url, "HTTP 410: Gone")]
-    if HAS_NOTES:
-        assert f"could not fetch the missing issuer ({url}: HTTP 410: Gone)" in \
-            error.__notes__[0]
+    assert f"could not fetch the missing issuer ({url}: HTTP 410: Gone)" in repr(error)
 
 
 def test_the_explanation_reaches_urllib_callers(make_chain, server, root_file):
@@ -67,6 +70,19 @@ def test_the_explanation_reaches_urllib_callers(make_chain, server, root_file):
     with pytest.raises(urllib.error.URLError) as info:
         urllib.request.urlopen(server(chain.leaf).url, context=ctx, timeout=30)
     assert info.value.reason.aia_report.added  # type: ignore[union-attr]
+
+
+def test_the_reason_reaches_requests_users(make_chain, server, root_file, monkeypatch):
+    """What a user sees, requests' own message, carries the reason (issue 25)."""
+    requests = pytest.importorskip("requests")
+    from aia_ext.requests import AIAAdapter
+
+    chain = make_chain(issuer_root=issue("a root nobody trusts", ca=True))
+    session = requests.Session()
+    session.mount("https://", AIAAdapter(aia_ext.create_default_context(cafile=root_file)))
+    with pytest.raises(requests.exceptions.SSLError) as info:
+        session.get(server(chain.leaf).url, timeout=30)
+    assert "CN=a root nobody trusts is not in the trust store" in str(info.value)
 
 
 def test_a_failure_without_a_chase_is_plain_ssl(make_chain, server, root_file):

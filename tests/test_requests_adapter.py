@@ -143,3 +143,36 @@ def test_derived_contexts_keep_the_base_options_and_are_bounded(root_file, clien
         bundle.write_bytes(pathlib.Path(root_file).read_bytes())
         adapter.context_for(str(bundle), None)
     assert len(adapter._derived) == MAX_DERIVED_CONTEXTS
+
+
+@pytest.mark.parametrize("variable", ["REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"])
+def test_an_environment_bundle_adds_to_the_adapters_context(variable, https_server, root,
+                                                            root_file, tmp_path, monkeypatch):
+    """Issue 25: the variable used to replace the adapter's context (20 on every request)."""
+    other_root = issue("the environment's root", ca=True)
+    bundle = write_pem(tmp_path / "env-bundle.pem", other_root)
+    monkeypatch.setenv(variable, bundle)
+    session = requests.Session()
+    session.mount("https://", AIAAdapter(aia_ext.create_default_context(cafile=root_file)))
+    # The adapter's own trust store still verifies (and AIA still completes)...
+    assert session.get(_url(https_server(root)), timeout=30).text == "ok\n"
+    # ...and the environment's bundle adds to it, as requests does with a custom context.
+    assert session.get(_url(https_server(other_root)), timeout=30).text == "ok\n"
+    # An explicit verify= path other than the environment's still replaces the store.
+    only = write_pem(tmp_path / "only.pem", other_root)
+    with pytest.raises(requests.exceptions.SSLError):
+        session.get(_url(https_server(root)), timeout=30, verify=only)
+    # verify=False still does not verify.
+    assert session.get(_url(https_server(root)), timeout=30, verify=False).text == "ok\n"
+
+
+def test_without_trust_env_the_variables_are_not_read(https_server, root, root_file, tmp_path,
+                                                      monkeypatch):
+    other_root = issue("the environment's root", ca=True)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", write_pem(tmp_path / "env.pem", other_root))
+    session = requests.Session()
+    session.trust_env = False
+    session.mount("https://", AIAAdapter(aia_ext.create_default_context(cafile=root_file)))
+    assert session.get(_url(https_server(root)), timeout=30).text == "ok\n"
+    with pytest.raises(requests.exceptions.SSLError):
+        session.get(_url(https_server(other_root)), timeout=30)

@@ -12,6 +12,7 @@ file is written, and no temporary file is involved.
 
 from __future__ import annotations
 
+import os
 import ssl
 import threading
 from collections import OrderedDict
@@ -28,6 +29,11 @@ MAX_DERIVED_CONTEXTS = 32
 _FILE_ATTRIBUTES = ("ca_certs", "ca_cert_dir", "cert_file", "key_file")
 
 
+def _environment_bundles() -> set[str]:
+    return {path for path in (os.environ.get("REQUESTS_CA_BUNDLE"),
+                              os.environ.get("CURL_CA_BUNDLE")) if path}
+
+
 class AIAAdapter(HTTPAdapter):
     """An ``HTTPAdapter`` whose connections verify with AIA-enabled contexts.
 
@@ -41,11 +47,17 @@ class AIAAdapter(HTTPAdapter):
     the context it is given; here it is never given any, so nothing a request
     asks for reaches another host or a later request (psf/requests#6726,
     urllib3/urllib3#3036).  The given context is never modified.
+
+    ``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE``: requests passes their path as
+    ``verify``; that bundle is *added* to ``ssl_context``'s trust store, which
+    it never replaces.  Precedence: ``verify=False`` (no verification), an
+    explicit ``verify="path"`` (that bundle only), then ``ssl_context`` plus the
+    environment's bundle, if set.
     """
 
     def __init__(self, ssl_context: ssl.SSLContext | None = None, **kwargs: Any) -> None:
         self.ssl_context = ssl_context or create_default_context()
-        self._derived: OrderedDict[tuple[Any, Any], ssl.SSLContext] = OrderedDict()
+        self._derived: OrderedDict[tuple[Any, Any, Any], ssl.SSLContext] = OrderedDict()
         self._derived_lock = threading.Lock()
         super().__init__(**kwargs)
 
@@ -82,16 +94,26 @@ class AIAAdapter(HTTPAdapter):
             cert = tuple(cert)
         if verify is not False and not isinstance(verify, str):
             verify = True
-        if verify is True and not cert:
+        # requests turns verify=True into the path in REQUESTS_CA_BUNDLE or
+        # CURL_CA_BUNDLE (Session.merge_environment_settings), set on many
+        # Debian, conda and CI images.  That bundle adds to the adapter's own
+        # context, as requests does with a custom context; it never replaces
+        # it (issue 25).  Only a verify= path that is not the environment's
+        # replaces the trust store.
+        added = None
+        if isinstance(verify, str) and verify in _environment_bundles():
+            verify, added = True, verify
+        if verify is True and not cert and added is None:
             return self.ssl_context
-        key = (verify, cert)
+        key = (verify, cert, added)
         with self._derived_lock:
             context = self._derived.get(key)
             if context is not None:
                 self._derived.move_to_end(key)
                 return context
         context = derive_context(self.ssl_context, verify=verify is not False,
-                                 trust=verify if isinstance(verify, str) else None)
+                                 trust=verify if isinstance(verify, str) else None,
+                                 also_trust=added)
         if cert:
             certfile, keyfile = (cert if isinstance(cert, tuple) else (cert, None))
             context.load_cert_chain(certfile, keyfile)

@@ -236,13 +236,14 @@ def adopt(context: ssl.SSLContext, options: Options,
 
 
 def derive_context(base: ssl.SSLContext, *, verify: bool,
-                   trust: str | os.PathLike[str] | None = None) -> ssl.SSLContext:
+                   trust: str | os.PathLike[str] | None = None,
+                   also_trust: str | os.PathLike[str] | None = None) -> ssl.SSLContext:
     """A new client context like ``base``: same options, flags and protocol versions.
 
     ``verify=False``: no verification, and so no AIA (nothing is fetched when
     nobody verifies).  Otherwise AIA-enabled with ``base``'s options, trusting
-    ``trust`` (a CA file or directory) if given, else what ``base`` trusts.
-    ``base`` is only read.
+    ``trust`` (a CA file or directory) if given, else what ``base`` trusts
+    plus ``also_trust`` if given.  ``base`` is only read.
     """
     context = new_plain_context(ssl.PROTOCOL_TLS_CLIENT)
     context.options = base.options
@@ -277,6 +278,12 @@ def derive_context(base: ssl.SSLContext, *, verify: bool,
         context.load_verify_locations(capath=capath)
     for blocks in sources.files:
         load_pem_file_data(context, blocks)
+    if also_trust is not None:
+        path = os.fspath(also_trust)
+        if os.path.isdir(path):
+            context.load_verify_locations(capath=path)
+        else:
+            context.load_verify_locations(cafile=path)
     return context
 
 

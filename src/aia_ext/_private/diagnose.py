@@ -96,11 +96,16 @@ class Diagnosis:
     #: Leaf and intermediates, in order, without the trust anchor: what the
     #: server should be configured to send.  None when the chain does not verify.
     fixed_chain_pem: str | None = field(repr=False)
-    #: Depth in the chain of the certificate the verify code concerns (0: leaf).
+    #: Depth of the certificate the verify code concerns (0: leaf), in the chain
+    #: as completed: where OpenSSL stopped on it (``failed_path``), as
+    #: ``openssl verify`` with the fetched intermediates would say.
     verify_depth: int = 0
     #: Certificates of the context's trust store that the served chain includes
     #: (a server should not send its root), by SHA-256.
     trusted_served: tuple[str, ...] = ()
+    #: When verification failed after AIA added certificates: the path OpenSSL
+    #: built before it stopped (leaf first); else empty.
+    failed_path: tuple[CertificateInfo, ...] = ()
 
 
 def _info(cert: x509.Certificate) -> CertificateInfo:
@@ -339,11 +344,17 @@ def _result(context: ssl.SSLContext, label: str, hostname: str | None,
         added, failed, missing = (), (), ()
     if not ok and code in MISSING_ISSUER and not missing:
         missing = (f"issuer of {served[depth].subject if depth < len(served) else '?'}",)
+    failed_path: tuple[CertificateInfo, ...] = ()
+    if (not ok and state is not None and state.added and state.built
+            and code in MISSING_ISSUER and state.error in MISSING_ISSUER):
+        # OpenSSL's verdict on the completed chain (issue 25): the issuer
+        # missing is the top added certificate's, not the leaf's.
+        failed_path, depth = _infos(state.built), state.depth
     fixed = "".join(c.pem for c in verified[:-1]) if ok else None
     return Diagnosis(
         label, hostname, at.isoformat() if at else None, served, missing, added, failed,
         ok, code, "ok" if ok else binding.verify_error_string(code), verified,
-        state is not None, fixed, depth, _trusted(context, served),
+        state is not None, fixed, depth, _trusted(context, served), failed_path,
     )
 
 

@@ -209,9 +209,9 @@ _FIXES = {
 
 
 def _verify_error(diagnosis: Diagnosis) -> Finding:
-    served = diagnosis.served_chain
+    path = diagnosis.failed_path or diagnosis.served_chain
     depth = diagnosis.verify_depth
-    concerned = served[depth] if 0 <= depth < len(served) else None
+    concerned = path[depth] if 0 <= depth < len(path) else None
     refs = (_ref(concerned),) if concerned is not None else ()
     code = diagnosis.verify_code
     if code in MISSING_ISSUER:

@@ -104,6 +104,14 @@ def attach(error: ssl.SSLCertVerificationError, chase_id: int) -> None:
     report = from_chase(state, ())
     error.aia_report = report  # type: ignore[attr-defined]
     error.aia_chase_id = chase_id  # type: ignore[attr-defined]  # for the asyncio integrations
-    add_note = getattr(error, "add_note", None)  # Python 3.11+
+    reason = explain(report)
+    # requests and urllib3 show a wrapped error by its repr(), which is built
+    # from its args, and never show its notes (issue 25): the reason goes into
+    # args.  str() is SSLError's strerror, left as plain ssl has it, so code
+    # that reads the message (CPython's own tests do) sees ssl's text.
+    message = error.strerror
+    if isinstance(message, str) and len(error.args) == 2 and error.args[1] == message:
+        error.args = (error.args[0], f"{message} ({reason})")
+    add_note = getattr(error, "add_note", None)  # Python 3.11+: tracebacks show it
     if add_note is not None:
-        add_note(explain(report))
+        add_note(reason)

@@ -115,8 +115,10 @@ class Chase:
     path: tuple[bytes, ...] = ()
     path_source: Callable[[], Sequence[bytes]] | None = None
     ok: bool = False
-    error: int = 0
+    error: int = 0  # the last verification's: the completed chain's verdict
     depth: int = 0
+    #: The path the last verification built (DER, leaf first).
+    built: tuple[bytes, ...] = ()
     elapsed_ms: float = 0.0
 
 
@@ -473,12 +475,15 @@ def _describe(attempt: Attempt) -> str:
 
 
 def finish(chase_id: int, ok: bool, error: int, depth: int,
-           verified: Sequence[bytes] = ()) -> Chase | None:
+           built: Sequence[bytes] = ()) -> Chase | None:
     """Close a chase; log once if chasing was tried and the chain still failed.
 
-    ``verified`` is the verified path (DER, leaf first) when ``ok``: what of
-    it the chase added may be kept on disk.
+    ``error`` and ``depth`` are the last verification's (the completed
+    chain's), ``built`` the path it built (DER, leaf first): when ``ok``, the
+    verified path, of which what the chase added may be kept on disk; else
+    where the path stopped, for reports.
     """
+    verified = built if ok else ()
     with _chases_lock:
         chase = _chases.pop(chase_id, None)
     if chase is None:
@@ -487,6 +492,7 @@ def finish(chase_id: int, ok: bool, error: int, depth: int,
     chase.path_source = None  # it may reach into the engine's finished verification
     elapsed = (time.monotonic() - chase.started) * 1000
     chase.ok, chase.error, chase.depth, chase.elapsed_ms = ok, error, depth, elapsed
+    chase.built = tuple(built)
     fetched = any(a.url for a in chase.attempts)
     if ok:
         log.debug("verification %d: chain completed by AIA in %.1f ms (%d network fetch(es))",

@@ -219,9 +219,9 @@ class NativeEngine:
                             ok: int, error: int, depth: int) -> None:
             from ..chase import core as chase  # loaded by aia_ext_py_missing already
 
-            # The verified path, for the disk cache: what it may keep.
-            verified = binding.store_chain(store_ctx) if ok else []
-            chase.finish(chase_id, bool(ok), error, depth, verified)
+            # The path the last verification built: verified (what the disk
+            # cache may keep), or where it stopped (diagnose() shows it).
+            chase.finish(chase_id, bool(ok), error, depth, binding.store_chain(store_ctx))
 
         def aia_ext_py_learn(token: int, der: Any, der_len: int) -> int:
             options = options_by_token.get(token)

@@ -127,10 +127,13 @@ def verify_chain(served: Sequence[bytes], context: ssl.SSLContext, hostname: str
     outcome = _leaf_key(leaf, level)
     state: chase.Chase | None = None
     if outcome is None:
-        outcome, state = _chase_loop(judge, leaf, untrusted, options)
+        outcome, last, state = _chase_loop(judge, leaf, untrusted, options)
     code = errors.interpreter_code(outcome.code)
     if state is not None:
-        chase.finish(state.id, code == 0, code, outcome.depth, outcome.chain)
+        # The report keeps the completed chain's verdict and path; the caller
+        # gets the original one (invariant 2), as from csrc/verify.c.
+        chase.finish(state.id, code == 0, errors.interpreter_code(last.code), last.depth,
+                     last.chain)
     chase_id = state.id if state is not None else 0
     if code:
         log.debug("fallback: verification failed with %d at depth %d (%s)",
@@ -158,8 +161,9 @@ def _leaf_key(leaf: Certificate, level: int) -> Outcome | None:
 
 
 def _chase_loop(judge: _Judge, leaf: Certificate, untrusted: list[Certificate],
-                options: Options) -> tuple[Outcome, chase.Chase | None]:
-    """OpenSSL's verdict, chasing missing issuers between runs (csrc/verify.c, aia_chase)."""
+                options: Options) -> tuple[Outcome, Outcome, chase.Chase | None]:
+    """OpenSSL's verdict, chasing missing issuers between runs (csrc/verify.c, aia_chase):
+    (the verdict to report, the last run's, the chase)."""
     state: chase.Chase | None = None
     present = {leaf.der, *(c.der for c in untrusted)}
 
@@ -191,11 +195,12 @@ def _chase_loop(judge: _Judge, leaf: Certificate, untrusted: list[Certificate],
         if state is not None:
             chase.finish(state.id, False, first.code, first.depth)
         raise
+    last = outcome
     if outcome.code in codes.MISSING_ISSUER:
         # Still no path: the original verdict, never one about a certificate
         # a third party handed us (invariant 2).
         outcome = first
-    return outcome, state
+    return outcome, last, state
 
 
 class _Judge:
