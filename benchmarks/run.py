@@ -75,7 +75,7 @@ def _ratio_rounds(settings: Settings, baseline: Callable[[], float],
 
 #: Targets per engine (issue 13 for the fallback): complete chain, leaf-only warm.
 FALLBACK = aia_ext.engine_of(aia_ext.create_default_context()) == "fallback"
-FULL_TARGET, WARM_TARGET = (1.10, 1.15) if FALLBACK else (1.03, 1.10)
+FULL_TARGET, WARM_TARGET = (1.10, 1.15) if FALLBACK else (1.02, 1.10)  # issue 23: 1.02
 
 
 def _real_size_store(context: ssl.SSLContext) -> ssl.SSLContext:
@@ -195,6 +195,68 @@ def cold_first_request(servers: Servers, settings: Settings) -> Result:
                    "plain_complete_chain_ms": statistics.median(baseline)})
 
 
+def ccadb_load(servers: Servers, settings: Settings) -> Result:
+    """The 2,000 intermediates of pool_2000 as a CCADB report (CSV), loaded by
+    ``intermediates=``: what preloading costs at context creation (issue 23)."""
+    import csv
+    import hashlib
+    import io
+
+    from aia_ext._private.bundle import pem_blocks
+
+    with open(servers.info["pool"], "rb") as f:
+        ders = pem_blocks(f.read(), 10_000)
+    out = io.StringIO(newline="")
+    writer = csv.writer(out, quoting=csv.QUOTE_ALL, lineterminator="\r\n")
+    writer.writerow(["CA Owner", "Certificate Name", "SHA-256 Fingerprint", "PEM Info"])
+    for der in ders:
+        pem = ssl.DER_cert_to_PEM_cert(der).strip().replace("\n", "\r\n")
+        writer.writerow(["Example, Inc.", "x", hashlib.sha256(der).hexdigest().upper(),
+                         f"'{pem}'"])
+    report = out.getvalue().encode()
+    values = []
+    for _ in range(settings.rounds):
+        started = time.perf_counter()
+        aia_ext.create_default_context(intermediates=report)
+        values.append((time.perf_counter() - started) * 1000)
+    base = [_timed_context() for _ in range(settings.rounds)]
+    median = statistics.median(values) - statistics.median(base)
+    return Result("ccadb_load", f"a CCADB report of {len(ders):,} rows into a pool, "
+                  "at context creation", median, "ms", "report", None, spread(values),
+                  {"report_bytes": len(report)})
+
+
+def _timed_context() -> float:
+    started = time.perf_counter()
+    aia_ext.create_default_context()
+    return (time.perf_counter() - started) * 1000
+
+
+def learned_memory(servers: Servers, settings: Settings) -> Result:
+    """Memory held per 1,000 learned intermediates (issue 23), with tracemalloc."""
+    import tracemalloc
+
+    from aia_ext._private.bundle import pem_blocks
+    from aia_ext._private.chase import learned
+    from aia_ext._private.options import DEFAULT
+
+    with open(servers.info["pool"], "rb") as f:
+        ders = [bytes(d) for d in pem_blocks(f.read(), 10_000)][:1000]
+    aia_ext.clear_cache()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    learned.learn(ders, DEFAULT)
+    used = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    count = len(learned.store)
+    aia_ext.clear_cache()
+    per_thousand = used / 1024 / count * 1000
+    return Result("learned_memory", f"memory per 1,000 learned intermediates ({count} learned; "
+                  f"the bound is {learned.MAX_LEARNED:,})", per_thousand, "KiB", "report",
+                  None, {}, {"at_the_bound_MiB": per_thousand * learned.MAX_LEARNED / 1000
+                               / 1024})
+
+
 def _in_process(tool: str, url: str, root: str) -> float:
     """Milliseconds from import to first verified response, in a fresh process."""
     env = dict(os.environ, SSL_CERT_FILE=root)
@@ -213,11 +275,11 @@ def _versus(name: str, module: str, tool: str, servers: Servers, settings: Setti
             server: str) -> Result:
     what = f"cold process, import + first verified response: {tool} / aia_ext"
     if importlib.util.find_spec(module) is None:
-        return Result(name, what, None, "x", "> 1",
+        return Result(name, what, None, "x", ">= 1.2",
                       skipped=f"{tool} is not installed (pip install -r "
                               f"benchmarks/requirements.txt)")
     if server not in servers.info:
-        return Result(name, what, None, "x", "> 1",
+        return Result(name, what, None, "x", ">= 1.2",
                       skipped="this process may not bind 127.0.0.1:443, which aia requires")
     port = servers.port(server)
     url = f"https://localhost:{port}/" if port != 443 else "https://localhost/"
@@ -229,7 +291,7 @@ def _versus(name: str, module: str, tool: str, servers: Servers, settings: Setti
         theirs.append(b)
         ratios.append(b / a)
     median = statistics.median(ratios)
-    return Result(name, what, median, "x", "> 1", median > 1, spread(ratios),
+    return Result(name, what, median, "x", ">= 1.2", median >= 1.2, spread(ratios),
                   {"aia_ext_ms": statistics.median(ours), f"{tool}_ms": statistics.median(theirs)})
 
 
@@ -297,16 +359,38 @@ def memory(servers: Servers, settings: Settings) -> Result:
                                      "handshakes": settings.memory_handshakes})
 
 
-def import_time(servers: Servers, settings: Settings) -> Result:
+def _process_ms(code: str, runs: int) -> list[float]:
+    """Wall-clock ms of ``python -c code`` in fresh processes (bytecode cached)."""
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env.pop("AIA_EXT_INJECT", None)
     values = []
-    for _ in range(max(5, settings.process_runs)):
-        out = subprocess.run([sys.executable, "-X", "importtime", "-c", "import aia_ext"],
-                             capture_output=True, text=True, check=True)
-        line = [x for x in out.stderr.splitlines() if x.rstrip().endswith("| aia_ext")][-1]
-        values.append(int(line.split("|")[1]) / 1000)
-    median = statistics.median(values)
-    return Result("import_time", "python -X importtime -c 'import aia_ext', cumulative",
-                  median, "ms", "<= 50", median <= 50, spread(values))
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], env=env, check=True)
+        values.append((time.perf_counter() - started) * 1000)
+    return values
+
+
+def import_time(servers: Servers, settings: Settings) -> list[Result]:
+    """What ``import aia_ext`` and injecting cost a process, above an empty interpreter,
+    beside ``import ssl`` measured the same way in the same run (issue 25)."""
+    runs = max(15, settings.process_runs * 5)
+    _process_ms("import aia_ext", 2)  # bytecode written, caches warm
+    empty = statistics.median(_process_ms("pass", runs))
+    ssl_ms = [v - empty for v in _process_ms("import ssl", runs)]
+    ours = [v - empty for v in _process_ms("import aia_ext", runs)]
+    injected = [v - empty for v in _process_ms("import aia_ext; aia_ext.inject_into_ssl()",
+                                                runs)]
+    plain = statistics.median(ssl_ms)
+    median, inject = statistics.median(ours), statistics.median(injected)
+    return [
+        Result("import_time", "import aia_ext, fresh process, above `python -c pass`", median,
+               "ms", "<= 30", median <= 30, spread(ours), {"import_ssl_ms": plain}),
+        Result("inject_time", "import aia_ext + inject_into_ssl(), above `import ssl`",
+               inject - plain, "ms", "<= 5", inject - plain <= 5,
+               spread([v - plain for v in injected]), {"import_ssl_ms": plain}),
+    ]
 
 
 async def _request(how: str, ctx: ssl.SSLContext, port: int) -> None:
@@ -415,6 +499,8 @@ BENCHMARKS: list[tuple[str, Callable[[Servers, Settings], Result | list[Result]]
     ("full_overhead", full_overhead),
     ("warm_incomplete", warm_incomplete),
     ("pool_2000", pool_2000),
+    ("ccadb_load", ccadb_load),
+    ("learned_memory", learned_memory),
     ("cold_first_request", cold_first_request),
     ("vs_aia_chaser", lambda s, t: _versus("vs_aia_chaser", "aia_chaser", "aia_chaser", s, t,
                                            "leaf_only")),

@@ -37,7 +37,6 @@ import re
 import socket
 import ssl
 import struct
-import tempfile
 import threading
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
@@ -532,6 +531,8 @@ def _peer_dictionary(owner: Any, standard: Any) -> Any:
     if peer != {} or CHAIN_KEY not in owner.__dict__:
         return peer
     der = owner.getpeercert(binary_form=True)
+    import tempfile  # ~5 ms with shutil: kept off `import aia_ext`
+
     handle, path = tempfile.mkstemp(prefix="aia-ext-peer-", suffix=".pem")
     try:
         with os.fdopen(handle, "w", encoding="ascii") as f:

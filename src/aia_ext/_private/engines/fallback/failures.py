@@ -15,7 +15,6 @@ import logging
 import os
 import re
 import ssl
-import tempfile
 import threading
 
 from ... import binding
@@ -119,6 +118,8 @@ def _probe_failure() -> ssl.SSLCertVerificationError:
             .not_valid_after(now + datetime.timedelta(days=1))
             .sign(key, hashes.SHA256()))
     server = new_plain_context(ssl.PROTOCOL_TLS_SERVER)
+    import tempfile  # ~5 ms with shutil: kept off `import aia_ext`
+
     with tempfile.TemporaryDirectory(prefix="aia-ext-probe-") as directory:
         path = os.path.join(directory, "probe.pem")
         with open(path, "wb") as f:
