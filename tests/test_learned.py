@@ -255,3 +255,24 @@ def test_a_planted_learned_entry_is_not_used(root, root_file, server, tmp_path):
     ctx = aia_ext.create_default_context(cafile=root_file, cache_dir=cache_dir)
     assert verify_code(ctx, pupil) == 20
     assert impostor.der not in learned.store
+
+
+def test_an_expired_learned_intermediate_gives_way_to_the_fetch(root, root_file, server, aia):
+    """Learned while valid, expired since: used first, it would fail the chain with 10."""
+    import datetime
+
+    from aia_ext._private.options import DEFAULT
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    day = datetime.timedelta(days=1)
+    old = issue("Renewed Intermediate", root, ca=True, not_before=now - 9 * day,
+                not_after=now - day)
+    new = issue("Renewed Intermediate", root, ca=True, key=old.key)
+    path = unique_path()
+    aia.serve(path, encode([new], "der"))
+    pupil = server(issue("localhost", new, dns=["localhost"], aia=[aia.url(path)]))
+    assert learned.learn([old.der], DEFAULT) == 1
+    ctx = aia_ext.create_default_context(cafile=root_file)
+    assert verify_code(ctx, pupil) == 0
+    assert aia.hits[path] == 1
+    assert old.der not in learned.store

@@ -260,11 +260,7 @@ def derive_context(base: ssl.SSLContext, *, verify: bool,
     # loads (the fallback engine reads it back: engines/fallback/sources.py).
     adopt(context, options, always_switch=True)
     if trust is not None:
-        path = os.fspath(trust)
-        if os.path.isdir(path):
-            context.load_verify_locations(capath=path)
-        else:
-            context.load_verify_locations(cafile=path)
+        _load_path(context, trust)
         return context
     sources = trust_sources(base)
     ders = list(dict.fromkeys([*base.get_ca_certs(binary_form=True), *sources.certificates]))
@@ -279,12 +275,17 @@ def derive_context(base: ssl.SSLContext, *, verify: bool,
     for blocks in sources.files:
         load_pem_file_data(context, blocks)
     if also_trust is not None:
-        path = os.fspath(also_trust)
-        if os.path.isdir(path):
-            context.load_verify_locations(capath=path)
-        else:
-            context.load_verify_locations(cafile=path)
+        _load_path(context, also_trust)
     return context
+
+
+def _load_path(context: ssl.SSLContext, path: str | os.PathLike[str]) -> None:
+    """A CA file, or a hashed directory (as requests' ``verify=`` may name either)."""
+    where = os.fspath(path)
+    if os.path.isdir(where):
+        context.load_verify_locations(capath=where)
+    else:
+        context.load_verify_locations(cafile=where)
 
 
 def _system_store_has_certificates(context: ssl.SSLContext) -> str | None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
@@ -74,11 +75,19 @@ class _Store:
             return True
 
     def issuers_of(self, child: ParsedCertificate) -> list[ParsedCertificate]:
+        """Unexpired learned issuers of ``child``.  An expired one is dropped: added
+        first, it would make the chain fail as expired (10) instead of letting the
+        fetch find its successor."""
+        now = time.time()
         with self._lock:
             found = self._index.issuers_of(child)
             for cert in found:
-                self._certs.move_to_end(cert.der)
-            return found
+                if cert.not_after <= now:
+                    self._index.remove(cert)
+                    del self._certs[cert.der]
+                else:
+                    self._certs.move_to_end(cert.der)
+            return [c for c in found if c.not_after > now]
 
     def clear(self) -> None:
         with self._lock:
