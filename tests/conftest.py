@@ -24,6 +24,9 @@ from aia_ext._private.testing import AIAServer, Cert, TLSServer, issue, write_pe
 
 from .helpers import Chain, encode, unique_path, verify_code
 
+#: The public lab's fixture (``aia_lab``), registered the way its docs say.
+pytest_plugins = ["aia_ext.testing"]
+
 ENGINES = ("native", "fallback")
 
 

@@ -35,7 +35,7 @@ import aia_ext.asyncio
 from aia_ext._private.chase.cache import cache
 from aia_ext._private.testing import Cert, TLSServer, issue
 
-from .helpers import unique_path
+from .helpers import fetches_of, unique_path
 
 aiohttp = pytest.importorskip("aiohttp")
 httpx = pytest.importorskip("httpx")
@@ -408,3 +408,20 @@ def test_under_uvloop(leaf_only, pace, aia, root_file):
     status, lag = uvloop.run(main())
     assert status == 200 and lag < pace.lag
     assert aia.hits[path] == 1
+
+
+@pytest.mark.parametrize("client", list(CLIENTS))
+def test_two_missing_levels_need_one_retry(client, make_chain, server, aia, root_file):
+    """The second level is found by verifying offline what the first fetch gave, so
+    the connection is still made only twice (one refused, one that verifies)."""
+    chain = make_chain(levels=2)
+    srv = server(chain.leaf)
+    get = CLIENTS[client]
+
+    async def main() -> int:
+        ctx = aia_ext.create_default_context(cafile=root_file)
+        return await get(srv.url, ctx, True)
+
+    assert asyncio.run(main()) == 200
+    assert fetches_of(aia, chain) == 2
+    assert sum(srv.handshakes.values()) == 2

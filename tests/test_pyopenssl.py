@@ -92,3 +92,16 @@ def test_disable(make_chain, server, aia, root_file):
     assert not aia_ext.is_enabled(ctx)
     assert connect(ctx, server(chain.leaf)) is False
     assert fetches_of(aia, chain) == 0
+
+
+def test_a_completed_chain_teaches_its_intermediate(make_chain, server, aia, root_file):
+    """Issue 23 on pyOpenSSL, where it can learn: a path its chase completed.  A later
+    leaf-only server without any caIssuers URL, under the same intermediate, verifies."""
+    chain = make_chain()
+    ctx = aia_ext.enable(pyopenssl_context(root_file))
+    assert connect(ctx, server(chain.leaf)) is True
+    no_aia = issue("localhost", chain.intermediates[0], dns=["localhost"])
+    assert connect(ctx, server(no_aia)) is True
+    assert fetches_of(aia, chain) == 1
+    off = aia_ext.enable(pyopenssl_context(root_file), learn_intermediates=False)
+    assert connect(off, server(no_aia)) is False

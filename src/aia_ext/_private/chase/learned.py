@@ -39,8 +39,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Learned certificates kept in memory (~3.3 KiB each with their index: about
-#: 33 MiB at the bound; benchmarks/run.py's learned_memory row measures it).
+#: Learned certificates kept in memory (each its DER size plus ~70 bytes of fields
+#: and index: 5.5 MiB at the bound for ECDSA intermediates, ~16 MiB for RSA ones;
+#: benchmarks/run.py's learned_memory row measures it).
 MAX_LEARNED = 10_000
 #: Certificates kept on disk under one subject name (re-keyed CAs share names).
 MAX_PER_NAME_ON_DISK = 8

@@ -162,6 +162,13 @@ def _complete(conn: Any, context: Any, options: Options) -> bool:
                     break
     finally:
         chase.finish(state.id, ok, code, depth, verified)
+    if ok:
+        # Where this engine can learn (issue 23): a path it completed itself.
+        # pyOpenSSL's verify callback does not show the path of a chain that
+        # was complete, so those teach nothing here.
+        from ..chase import learned
+
+        learned.learn_path(verified, options)
     return ok
 
 
