@@ -2,7 +2,7 @@
 # Compile csrc/*.c for Windows (x86_64, mingw-w64) to prove the
 # GetModuleHandleW/GetProcAddress path builds.  Python.h is replaced by a stub
 # declaring only what csrc/ uses (the object header), since the Linux headers
-# do not describe a Windows interpreter; the two Python callbacks, which cffi
+# do not describe a Windows interpreter; the Python callbacks, which cffi
 # generates, are stubbed too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +19,8 @@ int aia_ext_py_missing(uintptr_t t, uint64_t *s, void *l, void *c,
 { (void)t; (void)s; (void)l; (void)c; (void)d; (void)n; (void)depth; (void)e; return 0; }
 void aia_ext_py_done(uintptr_t t, uint64_t s, void *l, void *c, int ok, int e, int d)
 { (void)t; (void)s; (void)l; (void)c; (void)ok; (void)e; (void)d; }
+int aia_ext_py_learn(uintptr_t t, const unsigned char *d, int n)
+{ (void)t; (void)d; (void)n; return 0; }
 C
 for unit in csrc/binding.c csrc/verify.c csrc/offline.c "$stub/callbacks.c"; do
   x86_64-w64-mingw32-gcc -std=c99 -Wall -Wextra -Werror -I"$stub" -Icsrc \
