@@ -15,7 +15,6 @@ import ssl
 import subprocess
 import sys
 import textwrap
-import tracemalloc
 
 import pytest
 
@@ -189,6 +188,7 @@ def test_memory_per_thousand_learned(root):
     """The figure the docs give: ~1,000 learned intermediates stay under 4 MiB."""
     from aia_ext._private.options import DEFAULT
 
+    tracemalloc = pytest.importorskip("tracemalloc")  # PyPy has none
     certs = [issue(f"Memory {i}", root, ca=True).der for i in range(1000)]
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
