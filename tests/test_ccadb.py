@@ -14,6 +14,7 @@ import hashlib
 import io
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -172,7 +173,7 @@ def test_a_failed_update_changes_nothing(case, population, aia, tmp_path):
     good = aia.serve(unique_path(".csv"), report(population[:10]))
     assert _update(good, cache_dir)[0] == 0
     pool = os.path.join(cache_dir, POOL_FILE)
-    before = open(pool, "rb").read()
+    before = Path(pool).read_bytes()
     data = report(population[:50])
     if case == "truncated":
         url = _serve_raw(aia, data[: len(data) // 2], length=len(data))
@@ -200,7 +201,7 @@ def test_a_failed_update_changes_nothing(case, population, aia, tmp_path):
         tracemalloc.stop()
     assert code == 1 and out == ""
     assert err.startswith("aia-ext: error: the pool was not changed: ") and err.count("\n") == 1
-    assert open(pool, "rb").read() == before
+    assert Path(pool).read_bytes() == before
     assert elapsed < 20
     assert peak < 80 * 1024 * 1024  # bounded by the 32 MiB limit, never the body
 

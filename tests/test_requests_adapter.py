@@ -22,6 +22,7 @@ from aia_ext._private.testing import AIAServer, Cert, issue, write_pem
 from .helpers import unique_path
 
 requests = pytest.importorskip("requests")
+urllib3 = pytest.importorskip("urllib3")
 from aia_ext.requests import AIAAdapter  # noqa: E402 - after the importorskip
 
 
@@ -162,8 +163,9 @@ def test_an_environment_bundle_adds_to_the_adapters_context(variable, https_serv
     only = write_pem(tmp_path / "only.pem", other_root)
     with pytest.raises(requests.exceptions.SSLError):
         session.get(_url(https_server(root)), timeout=30, verify=only)
-    # verify=False still does not verify.
-    assert session.get(_url(https_server(root)), timeout=30, verify=False).text == "ok\n"
+    # verify=False still does not verify, and urllib3 says so.
+    with pytest.warns(urllib3.exceptions.InsecureRequestWarning):
+        assert session.get(_url(https_server(root)), timeout=30, verify=False).text == "ok\n"
 
 
 def test_without_trust_env_the_variables_are_not_read(https_server, root, root_file, tmp_path,
