@@ -276,3 +276,26 @@ def test_an_expired_learned_intermediate_gives_way_to_the_fetch(root, root_file,
     assert verify_code(ctx, pupil) == 0
     assert aia.hits[path] == 1
     assert old.der not in learned.store
+
+
+def test_an_expired_learned_intermediate_on_disk_gives_way_to_the_fetch(root, root_file,
+                                                                        server, aia, tmp_path):
+    """The same from the disk cache (another process learned it while it was valid):
+    diskcache.load() refuses an entry with an expired certificate."""
+    import datetime
+
+    from aia_ext._private.chase import diskcache
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    day = datetime.timedelta(days=1)
+    old = issue("Renewed On Disk", root, ca=True, not_before=now - 9 * day, not_after=now - day)
+    new = issue("Renewed On Disk", root, ca=True, key=old.key)
+    path = unique_path()
+    aia.serve(path, encode([new], "der"))
+    pupil = server(issue("localhost", new, dns=["localhost"], aia=[aia.url(path)]))
+    cache_dir = str(tmp_path / "cache")
+    diskcache.store(cache_dir, learned.disk_key(old.cert.subject.public_bytes()), [old.der])
+    ctx = aia_ext.create_default_context(cafile=root_file, cache_dir=cache_dir)
+    assert verify_code(ctx, pupil) == 0
+    assert aia.hits[path] == 1
+    assert old.der not in learned.store
