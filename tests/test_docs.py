@@ -81,3 +81,35 @@ def test_each_python_block_runs_as_shown(path, number, code, engine, tmp_path):
                                 env=env, cwd=tmp_path, timeout=120)
     assert result.returncode == 0, f"{path}, block {number}:\n{result.stderr[-3000:]}"
     assert "Traceback" not in result.stderr
+
+
+# ---- what the docs name besides Python: extras and command lines ---------------------
+
+def _documents_text() -> str:
+    return "\n".join(d.read_text(encoding="utf-8") for d in [*DOCUMENTS, ROOT / "CHANGELOG.md"])
+
+
+@pytest.mark.engine_agnostic
+def test_every_extra_the_docs_name_is_declared():
+    """`pip install aia-ext[requests]` must not warn that the extra does not exist."""
+    from importlib.metadata import metadata
+
+    declared = set(metadata("aia-ext").get_all("Provides-Extra") or [])
+    named = set(re.findall(r"aia-ext\[([a-z0-9,-]+)\]", _documents_text()))
+    named = {extra for group in named for extra in group.split(",")}
+    assert named and named <= declared, sorted(named - declared)
+
+
+@pytest.mark.engine_agnostic
+@pytest.mark.parametrize("command", ["check", "demo", "intermediates update"])
+def test_every_option_the_docs_give_a_command_exists(command):
+    """Each ``aia-ext COMMAND --option`` written in the docs is one its --help lists."""
+    text = _documents_text()
+    used = set()
+    for line in re.findall(rf"aia-ext {command}\b[^\n`]*", text):
+        used.update(re.findall(r"(?<![\w-])(--?[a-zA-Z][\w-]*)", line))
+    result = subprocess.run([sys.executable, "-m", "aia_ext", *command.split(), "--help"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    listed = set(re.findall(r"(?<![\w-])(--?[a-zA-Z][\w-]*)", result.stdout))
+    assert used <= listed, sorted(used - listed)
