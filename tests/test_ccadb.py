@@ -124,6 +124,20 @@ def _update(url: str, cache_dir: str) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
+@pytest.mark.engine_agnostic
+def test_the_command_without_an_action_shows_its_own_usage(capsys, monkeypatch, tmp_path):
+    assert cli.main(["intermediates"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: aia-ext intermediates ") and "update" in err
+    # And without a cache directory: one line, exit 1, nothing written.
+    monkeypatch.delenv("AIA_EXT_CACHE_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["intermediates", "update", "--url", "http://127.0.0.1:9/r.csv"]) == 1
+    assert capsys.readouterr().err == ("aia-ext: error: the pool was not changed: no cache "
+                                       "directory: pass --cache-dir or set AIA_EXT_CACHE_DIR\n")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_update_writes_a_pool_every_context_with_the_cache_dir_uses(
         population, root_file, server, aia, tmp_path):
     url = aia.serve(unique_path(".csv"), report(population))

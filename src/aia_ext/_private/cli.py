@@ -380,6 +380,8 @@ def _parser() -> argparse.ArgumentParser:
         "intermediates", help="the preloaded intermediates pool (CCADB)",
         description="Manage the pool of public intermediates kept in a cache directory.")
     actions = intermediates.add_subparsers(dest="action", metavar="ACTION")
+    # `aia-ext intermediates` alone shows what it can do, not the top-level help.
+    intermediates.set_defaults(usage_of=intermediates)
     update = actions.add_parser(
         "update", help="download CCADB's intermediates report into the pool",
         description="Download CCADB's report of disclosed intermediates, check every row, "
@@ -445,7 +447,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         return update.run(args.cache_dir, args.url or update.DEFAULT_URL,
                           update.DEFAULT_TIMEOUT if args.timeout is None else args.timeout, out)
     if args.command != "check":
-        parser.print_help(sys.stderr)
+        getattr(args, "usage_of", parser).print_help(sys.stderr)
         return EXIT_USAGE
     if args.verbose:
         logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
