@@ -9,6 +9,8 @@ import pytest
 import aia_ext
 from aia_ext._private.options import Options, make_options
 
+from .helpers import native_available
+
 
 def test_defaults_match_the_documented_policy():
     o = make_options({})
@@ -93,3 +95,57 @@ def test_reprs_are_short_and_carry_no_der(make_chain, server, root_file):
     text = repr(result)
     assert "\\x" not in text and "der=" not in text and "fixed_chain_pem" not in text
     assert len(text) < 3000
+
+
+# ---- Options is still a frozen dataclass to its users (issue 25: built without one) ----
+
+@pytest.mark.engine_agnostic
+def test_options_behave_as_a_frozen_dataclass():
+    import copy
+    import dataclasses
+    import pickle
+
+    options = Options(timeout=3.0, max_fetches=2)
+    assert dataclasses.is_dataclass(options) and dataclasses.is_dataclass(Options)
+    assert [f.name for f in dataclasses.fields(options)][:3] == [
+        "timeout", "deadline", "max_response_bytes"]
+    assert len(dataclasses.fields(Options)) == 14
+    changed = dataclasses.replace(options, deadline=4.0)
+    assert type(changed) is Options and (changed.timeout, changed.deadline) == (3.0, 4.0)
+    assert dataclasses.asdict(options)["max_fetches"] == 2
+    assert options == Options(timeout=3.0, max_fetches=2) != Options()
+    assert hash(options) == hash(Options(timeout=3.0, max_fetches=2))
+    assert pickle.loads(pickle.dumps(options)) == options == copy.deepcopy(options)
+    assert repr(Options()).startswith("Options(timeout=5.0, deadline=10.0, ")
+    for mutate in (lambda: setattr(options, "timeout", 1.0),
+                   lambda: delattr(options, "timeout"),
+                   lambda: setattr(options, "new_field", 1)):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            mutate()
+    with pytest.raises(TypeError):
+        Options(timout=3.0)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="timout"):
+        dataclasses.replace(options, timout=3.0)
+
+
+@pytest.mark.engine_agnostic
+def test_import_aia_ext_leaves_the_heavy_modules_unloaded():
+    """docs/design.md, "Import time": what a plain handshake does not need stays
+    unloaded until it is needed (dataclasses and inspect cost ~12 ms of the import)."""
+    import subprocess
+    import sys
+
+    if not native_available():
+        # The fallback imports cryptography and h11 when it enables a context, on
+        # purpose: a broken install is found there, not mid-handshake (issue 26, 11).
+        pytest.skip("the native engine's import path; this installation has none")
+    heavy = ("dataclasses", "inspect", "http.client", "h11", "tempfile", "json", "aiohttp",
+             "httpx", "requests", "cryptography", "aia_ext._private.chase.core")
+    code = ("import sys, aia_ext; aia_ext.create_default_context(); "
+            f"print(sorted(m for m in {heavy!r} if m in sys.modules))")
+    env = {k: v for k, v in __import__("os").environ.items()
+           if k not in ("AIA_EXT_INJECT", "AIA_EXT_ENGINE")}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

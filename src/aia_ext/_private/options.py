@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Callable, TypedDict, TypeVar, Union
 
 from .pool import EMPTY, IntermediatesPool
@@ -56,15 +54,43 @@ class OptionsKwargs(TypedDict, total=False):
     cache_dir: str | os.PathLike[str] | None
 
 
-_DATACLASS_SLOTS: dict[str, Any] = {"slots": True} if sys.version_info >= (3, 10) else {}
+#: The fields of ``Options``, in order (its positional parameters, its repr).
+FIELDS = ("timeout", "deadline", "max_response_bytes", "max_fetches", "max_urls_per_cert",
+          "max_redirects", "allow_https", "allow_private", "url_filter", "fetcher",
+          "fetch_on_event_loop", "intermediates", "learn_intermediates", "cache_dir")
 
 
-@dataclass(frozen=True, **_DATACLASS_SLOTS)
+class _DataclassFields:
+    """``Options.__dataclass_fields__``, built on first use.
+
+    ``Options`` behaves as the frozen dataclass it was documented as
+    (``dataclasses.fields()``, ``replace()`` and ``asdict()`` work on it) without
+    importing ``dataclasses`` on ``import aia_ext``: that import, with
+    ``inspect``, and the generated methods cost about 12 ms of a ~35 ms import
+    (issue 25; docs/design.md, "Import time").  The fields are those of a
+    dataclass of the same shape, made here when first asked for.
+    """
+
+    def __init__(self) -> None:
+        self._fields: dict[str, Any] | None = None
+
+    def __get__(self, instance: object, owner: type | None = None) -> dict[str, Any]:
+        if self._fields is None:
+            import dataclasses
+
+            shadow = dataclasses.make_dataclass(
+                "Options", [(name, Any, dataclasses.field(default=getattr(DEFAULT, name)))
+                            for name in FIELDS], frozen=True)
+            self._fields = vars(shadow)["__dataclass_fields__"]
+        return self._fields
+
+
 class Options:
     """The fetch policy of one enabled context: validated, immutable.
 
     Build it from keywords with ``make_options``; every public function does
-    that once and hands the value down.
+    that once and hands the value down.  Frozen, hashable and comparable, and
+    a dataclass to ``dataclasses.fields()``, ``replace()`` and ``asdict()``.
 
     :ivar timeout: seconds one fetch may take (connect, redirects and body).
     :ivar deadline: seconds all fetches of one verification may take together.
@@ -84,20 +110,80 @@ class Options:
     :ivar cache_dir: directory of the opt-in disk cache (None: memory only).
     """
 
-    timeout: float = 5.0
-    deadline: float = 10.0
-    max_response_bytes: int = 64 * 1024
-    max_fetches: int = 8
-    max_urls_per_cert: int = 5
-    max_redirects: int = 3
-    allow_https: bool = False
-    allow_private: bool = True
-    url_filter: UrlFilter | None = None
-    fetcher: Fetcher | None = None
-    fetch_on_event_loop: bool = True
-    intermediates: IntermediatesPool = EMPTY
-    learn_intermediates: bool = True
-    cache_dir: str | None = None
+    __slots__ = FIELDS
+    __dataclass_fields__ = _DataclassFields()
+
+    timeout: float
+    deadline: float
+    max_response_bytes: int
+    max_fetches: int
+    max_urls_per_cert: int
+    max_redirects: int
+    allow_https: bool
+    allow_private: bool
+    url_filter: UrlFilter | None
+    fetcher: Fetcher | None
+    fetch_on_event_loop: bool
+    intermediates: IntermediatesPool
+    learn_intermediates: bool
+    cache_dir: str | None
+
+    def __init__(self, timeout: float = 5.0, deadline: float = 10.0,
+                 max_response_bytes: int = 64 * 1024, max_fetches: int = 8,
+                 max_urls_per_cert: int = 5, max_redirects: int = 3,
+                 allow_https: bool = False, allow_private: bool = True,
+                 url_filter: UrlFilter | None = None, fetcher: Fetcher | None = None,
+                 fetch_on_event_loop: bool = True, intermediates: IntermediatesPool = EMPTY,
+                 learn_intermediates: bool = True, cache_dir: str | None = None) -> None:
+        given = locals()
+        for name in FIELDS:
+            object.__setattr__(self, name, given[name])
+
+    def _values(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in FIELDS)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise _frozen(name)
+
+    def __delattr__(self, name: str) -> None:
+        raise _frozen(name)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in FIELDS)
+        return f"{type(self).__qualname__}({fields})"
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, Options)
+        return self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __reduce__(self) -> tuple[type[Options], tuple[Any, ...]]:
+        # pickle and copy rebuild it through __init__ (__setattr__ refuses).
+        return (type(self), self._values())
+
+    def __replace__(self, **changes: Any) -> Options:
+        """``copy.replace(options, ...)`` (Python 3.13), as for a frozen dataclass."""
+        unknown = sorted(set(changes) - set(FIELDS))
+        if unknown:
+            raise TypeError(f"unexpected field(s) {', '.join(unknown)}")
+        values = {name: getattr(self, name) for name in FIELDS}
+        values.update(changes)
+        return type(self)(**values)
+
+
+def replace(options: Options, **changes: Any) -> Options:
+    """``options`` with ``changes`` (unvalidated: for values chosen in this package)."""
+    return options.__replace__(**changes)
+
+
+def _frozen(name: str) -> AttributeError:
+    from dataclasses import FrozenInstanceError  # what a frozen dataclass raises
+
+    return FrozenInstanceError(f"cannot assign to field {name!r}")
 
 
 DEFAULT = Options()
@@ -143,7 +229,7 @@ _INT_RANGES = {
 }
 _BOOLS = ("allow_https", "allow_private", "fetch_on_event_loop", "learn_intermediates")
 _CALLABLES = ("url_filter", "fetcher")
-NAMES = frozenset(f.name for f in fields(Options))
+NAMES = frozenset(FIELDS)
 #: Bytes read from one ``intermediates`` file at most (a Mozilla-size preload
 #: set of ~1,700 intermediates is ~3 MB of PEM).
 MAX_INTERMEDIATES_FILE = 64 * 1024 * 1024

@@ -9,7 +9,6 @@ or poisoned download leaves the pool in use as it was.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 import time
@@ -19,7 +18,7 @@ from .ccadb import DEFAULT_URL, MAX_REPORT_BYTES, POOL_FILE
 from .chase import preloaded
 from .chase.fetch import fetch_url
 from .errors import AIAError
-from .options import make_options
+from .options import make_options, replace
 
 __all__ = ["DEFAULT_URL", "update_pool"]
 
@@ -38,7 +37,7 @@ def update_pool(directory: str | None, url: str = DEFAULT_URL, *,
     directory = directory or os.environ.get("AIA_EXT_CACHE_DIR") or None
     if directory is None:
         raise ValueError("no cache directory: pass --cache-dir or set AIA_EXT_CACHE_DIR")
-    options = dataclasses.replace(
+    options = replace(
         make_options({"timeout": timeout, "deadline": timeout, "allow_https": True,
                       "allow_private": allow_private, "cache_dir": directory}),
         max_response_bytes=MAX_REPORT_BYTES)
