@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import socket
 import ssl
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -135,3 +136,20 @@ def native_available() -> bool:
 #: For tests that need the native engine itself, not just one engine each.
 needs_native = pytest.mark.skipif(not native_available(),
                                   reason="the native engine cannot bind here (a pure install)")
+
+
+#: Makes Ctrl-C a KeyboardInterrupt in a child Python even when this test run was
+#: started with SIGINT ignored (a background job of a non-interactive shell): the
+#: ignore is inherited, and Python installs its handler only over the default.
+_CTRL_C = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+
+
+def python_with_ctrl_c(code: str, *args: str) -> list[str]:
+    """``python -c code args``, interruptible by SIGINT."""
+    return [sys.executable, "-c", _CTRL_C + code, *args]
+
+
+def aia_ext_with_ctrl_c(*args: str) -> list[str]:
+    """``python -m aia_ext args``, interruptible by SIGINT."""
+    return python_with_ctrl_c(
+        "import runpy; runpy.run_module('aia_ext', run_name='__main__', alter_sys=True)", *args)

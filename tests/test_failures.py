@@ -23,7 +23,7 @@ import pytest
 import aia_ext
 from aia_ext._private.testing import issue
 
-from .helpers import unique_path
+from .helpers import aia_ext_with_ctrl_c, python_with_ctrl_c, unique_path
 
 HAS_NOTES = sys.version_info >= (3, 11)
 
@@ -141,7 +141,7 @@ def test_ctrl_c_during_a_fetch_raises_keyboard_interrupt(aia, root, root_file, s
     leaf, path = _stalling_leaf(aia, root)
     srv = server(leaf)
     process = subprocess.Popen(
-        [sys.executable, "-c", CHILD.format(root_file=root_file, port=srv.port)],
+        python_with_ctrl_c(CHILD.format(root_file=root_file, port=srv.port)),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
     sent = _interrupt_when_fetching(process, aia, path)
     out, err = process.communicate(timeout=20)
@@ -157,8 +157,8 @@ def test_ctrl_c_in_the_cli_exits_130_without_a_verdict(aia, root, root_file, ser
     leaf, path = _stalling_leaf(aia, root)
     srv = server(leaf)
     process = subprocess.Popen(
-        [sys.executable, "-m", "aia_ext", "check", f"https://localhost:{srv.port}/",
-         "--cafile", root_file, "--timeout", "20"],
+        aia_ext_with_ctrl_c("check", f"https://localhost:{srv.port}/", "--cafile", root_file,
+                            "--timeout", "20"),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
     _interrupt_when_fetching(process, aia, path)
     out, err = process.communicate(timeout=20)

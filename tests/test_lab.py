@@ -5,13 +5,14 @@ from __future__ import annotations
 import signal
 import ssl
 import subprocess
-import sys
 import urllib.request
 
 import pytest
 
 import aia_ext
 from aia_ext.testing import Lab
+
+from .helpers import aia_ext_with_ctrl_c
 
 
 def test_the_fixture_is_a_started_lab_with_a_broken_chain(aia_lab):
@@ -42,7 +43,7 @@ def test_the_testing_module_is_an_attribute_of_the_package():
 def test_demo_serve_keeps_a_lab_up_until_interrupted(tmp_path):
     directory = tmp_path / "lab"
     process = subprocess.Popen(
-        [sys.executable, "-m", "aia_ext", "demo", "--serve", "--dir", str(directory)],
+        aia_ext_with_ctrl_c("demo", "--serve", "--dir", str(directory)),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         lines = {}
