@@ -129,6 +129,27 @@ def test_options_behave_as_a_frozen_dataclass():
 
 
 @pytest.mark.engine_agnostic
+def test_every_list_of_option_names_agrees():
+    """The names are written out in five places (the typed keywords that make a typo a
+    mypy error, the class, its constructor, the field order and the help text): an
+    option added to one and not the others would be silently unreachable or untyped."""
+    import copy
+    import inspect
+
+    from aia_ext._private.options import FIELDS, HELP, NAMES, OptionsKwargs
+
+    assert len(set(FIELDS)) == len(FIELDS) and set(FIELDS) == NAMES
+    assert list(inspect.signature(Options).parameters) == list(FIELDS)
+    assert [name for name in Options.__annotations__] == list(FIELDS)
+    assert list(OptionsKwargs.__annotations__) == list(FIELDS)
+    assert [name for name in FIELDS if f"``{name}``" not in HELP] == []
+    if hasattr(copy, "replace"):  # Python 3.13+
+        assert copy.replace(Options(), max_fetches=1).max_fetches == 1
+        with pytest.raises(TypeError, match="max_fetchs"):
+            copy.replace(Options(), max_fetchs=1)
+
+
+@pytest.mark.engine_agnostic
 def test_import_aia_ext_leaves_the_heavy_modules_unloaded():
     """docs/design.md, "Import time": what a plain handshake does not need stays
     unloaded until it is needed (dataclasses and inspect cost ~12 ms of the import)."""

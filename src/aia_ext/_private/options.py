@@ -166,10 +166,10 @@ class Options:
         return (type(self), self._values())
 
     def __replace__(self, **changes: Any) -> Options:
-        """``copy.replace(options, ...)`` (Python 3.13), as for a frozen dataclass."""
-        unknown = sorted(set(changes) - set(FIELDS))
-        if unknown:
-            raise TypeError(f"unexpected field(s) {', '.join(unknown)}")
+        """``copy.replace(options, ...)`` (Python 3.13), as for a frozen dataclass.
+
+        An unknown name is the ``TypeError`` of ``__init__``, naming it.
+        """
         values = {name: getattr(self, name) for name in FIELDS}
         values.update(changes)
         return type(self)(**values)
