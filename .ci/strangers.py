@@ -53,11 +53,28 @@ def _env(mode: str) -> dict[str, str]:
     return env
 
 
-def _run(argv: list[str], mode: str, cwd: str | None = None) -> str:
-    # The argv is this script's own: the interpreter under test and fixed names.
-    done = subprocess.run(argv, env=_env(mode), cwd=cwd, stdout=subprocess.PIPE,  # noqa: S603
-                          stderr=subprocess.STDOUT, text=True, errors="replace",
-                          timeout=1800, check=False)
+#: Seconds one run of a whole suite, and one run of a single test, may take.
+#: A suite runs in well under a minute here; a test that hangs (urllib3's
+#: test_http2_probe_blocked_per_thread leaves a worker thread blocked on the
+#: HTTP/2 probe lock when its tarpit connect fails at once, as in this
+#: sandbox, and the interpreter then waits for that thread at exit) must cost
+#: minutes, not the whole CI budget.
+SUITE_SECONDS = 900
+TEST_SECONDS = 120
+
+
+def _run(argv: list[str], mode: str, cwd: str | None = None, seconds: int = SUITE_SECONDS) -> str:
+    """The output of ``argv`` in ``mode``; a run killed at ``seconds`` keeps what it
+    printed, and says so (its failures are read from that)."""
+    try:
+        # The argv is this script's own: the interpreter under test and fixed names.
+        done = subprocess.run(argv, env=_env(mode), cwd=cwd,  # noqa: S603
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              errors="replace", timeout=seconds, check=False)
+    except subprocess.TimeoutExpired as exc:
+        output = exc.output if isinstance(exc.output, str) else (exc.output or b"").decode(
+            errors="replace")
+        return f"{output}\n[strangers.py: killed after {seconds} s]"
     return done.stdout
 
 
@@ -82,8 +99,17 @@ def _cpython_failures(output: str) -> set[str]:
     return failures
 
 
+#: pytest, then an exit that waits for no thread: a hung test's worker thread
+#: would otherwise keep the interpreter from exiting once the summary is out.
+_PYTEST_THEN_EXIT = ("import os, sys, pytest; code = pytest.main(sys.argv[1:]); "
+                     "sys.stdout.flush(); sys.stderr.flush(); os._exit(int(code))")
+
+
 def _urllib3_argv(ids: list[str]) -> list[str]:
-    return [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfE", *ids]
+    # pytest-timeout (one of urllib3's test requirements) fails a hung test with
+    # an exception in the main thread, and the rest of the run goes on.
+    return [sys.executable, "-c", _PYTEST_THEN_EXIT, "-q", "-p", "no:cacheprovider", "-rfE",
+            "--timeout=60", "--timeout-method=signal", *ids]
 
 
 def main() -> int:
@@ -118,10 +144,10 @@ def _fails(suite: str, source: str | None, mode: str, test: str) -> bool:
     if test.endswith(("<module>", "<no result>")):
         return True  # the whole run failed in this mode: nothing to run alone
     if suite == "cpython":
-        output = _run(_cpython_argv(test), mode)
+        output = _run(_cpython_argv(test), mode, seconds=TEST_SECONDS)
         # "Result: SUCCESS" (3.11+), "Tests result: SUCCESS" (3.9, 3.10).
         return "result: success" not in output.lower()
-    output = _run(_urllib3_argv([test]), mode, cwd=source)
+    output = _run(_urllib3_argv([test]), mode, cwd=source, seconds=TEST_SECONDS)
     return bool(_PYTEST_FAILURE.search(output)) or " passed" not in output
 
 
