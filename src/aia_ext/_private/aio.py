@@ -18,7 +18,8 @@ import asyncio
 import contextlib
 import ssl
 import time
-from collections.abc import Awaitable, Iterator
+import weakref
+from collections.abc import Awaitable, Hashable, Iterator
 from typing import Callable, TypeVar
 
 from . import engines, records  # noqa: F401  # records: loaded here, not on a loop
@@ -92,12 +93,48 @@ async def complete(error: ssl.SSLCertVerificationError, context: ssl.SSLContext,
         # A further level missing?  The path so far, verified offline (no
         # network: fetches deferred) tells, from what was fetched; in a thread,
         # as the loop must not wait on a verification either.
-        result = await asyncio.to_thread(_verify_deferring, context, path, dict(fetched))
+        result = await _check_offline(context, path, fetched)
         again = finished.get(result.chase_id) if result.chase_id else None
         if result.ok or again is None or not again.deferred:
             break
         pending, path = again.deferred, again.path or path
     return True
+
+
+#: Offline checks under way, per event loop.  Concurrent first connections to one
+#: server, refused for the same missing issuer, verify the same path with the
+#: same fetched certificates: one check, in one worker thread, answers them all.
+#: Twenty threads verifying at once would hold the GIL against the loop's own
+#: thread, and the loop would lag for them (issue 22; found on a debug CPython,
+#: where a verification costs several times more).
+_checks: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[Hashable, asyncio.Future[OfflineResult]]
+] = weakref.WeakKeyDictionary()
+
+
+async def _check_offline(context: ssl.SSLContext, path: tuple[bytes, ...],
+                         fetched: dict[str, CacheEntry]) -> OfflineResult:
+    """``path`` verified offline with ``fetched``, in a worker thread, shared by every
+    task of this loop asking the same question while it runs."""
+    flights = _checks.setdefault(asyncio.get_running_loop(), {})
+    # Identities, not values: the flight's own copy of ``fetched`` and the
+    # context it verifies with keep these objects (and so their ids) alive
+    # until it is done and gone from ``flights``.
+    key = (id(context), path, tuple(sorted((url, id(entry)) for url, entry in fetched.items())))
+    flight = flights.get(key)
+    if flight is None:
+        flight = asyncio.ensure_future(
+            asyncio.to_thread(_verify_deferring, context, path, dict(fetched)))
+        flights[key] = flight
+
+        def done(finished_flight: asyncio.Future[OfflineResult]) -> None:
+            flights.pop(key, None)
+            if not finished_flight.cancelled():
+                finished_flight.exception()  # every waiter may have been cancelled
+
+        flight.add_done_callback(done)
+    # One waiter cancelled (its request abandoned) leaves the check to the others.
+    return await asyncio.shield(flight)
 
 
 def _verify_deferring(context: ssl.SSLContext, path: tuple[bytes, ...],
