@@ -140,6 +140,22 @@ class Probe:
             self.worst = max(self.worst, time.perf_counter() - started - 0.001)
 
 
+async def assert_no_stall(lag: float, bound: float, pace: Pace,
+                          again: Callable[[], Awaitable[Any]]) -> None:
+    """``lag`` is within ``bound`` (from the machine's pace when the module started);
+    or, when the host is slower now than then (a CI host running the other lane,
+    PyPy's collector), within twice what ``again()``, the same requests made warm
+    now, lags the loop.  Never half the AIA server's delay: that is a stall."""
+    if lag < bound:
+        return
+    warm = 0.0
+    for _ in range(2):
+        async with Probe() as probe:
+            await again()
+        warm = max(warm, probe.worst)
+    assert lag < min(2 * warm, pace.slow / 2), (lag, bound, warm)
+
+
 # ---- one request through each integration ---------------------------------------
 
 async def _aiohttp_get(url: str, ctx: ssl.SSLContext, integrated: bool) -> int:
@@ -176,17 +192,17 @@ def test_a_cold_first_request_never_stalls_the_loop(client, leaf_only, pace, aia
     srv, path = leaf_only
     get = CLIENTS[client]
 
-    async def main() -> tuple[int, float, float]:
+    async def main() -> tuple[int, float]:
         ctx = aia_ext.create_default_context(cafile=root_file)
         async with Probe() as probe:
             started = time.perf_counter()
             status = await get(srv.url, ctx, True)
             elapsed = time.perf_counter() - started
-        return status, probe.worst, elapsed
+        await assert_no_stall(probe.worst, pace.lag, pace, lambda: get(srv.url, ctx, True))
+        return status, elapsed
 
-    status, lag, elapsed = asyncio.run(main())
+    status, elapsed = asyncio.run(main())
     assert status == 200
-    assert lag < pace.lag, f"the loop lagged {lag * 1000:.1f} ms"
     assert pace.slow <= elapsed < pace.slow + 2
     assert aia.hits[path] == 1
 
@@ -212,10 +228,16 @@ def test_later_connections_fetch_nothing(client, leaf_only, pace, aia, root_file
     async def main() -> None:
         ctx = aia_ext.create_default_context(cafile=root_file)
         assert await get(srv.url, ctx, True) == 200
+        lags = []
         for _ in range(3):
             async with Probe() as probe:
                 assert await get(srv.url, ctx, True) == 200
-            assert probe.worst < pace.lag
+            lags.append(probe.worst)
+        # None waited on anything (a wait would be the AIA server's delay), and the
+        # typical one costs the loop a handshake's bound: one of three may meet a
+        # pause that is not ours (PyPy's collector, a CI host running the other lane:
+        # 79 ms against a 37 ms bound on PyPy 3.11 once).
+        assert max(lags) < pace.slow / 2 and sorted(lags)[1] < pace.lag, lags
 
     asyncio.run(main())
     assert aia.hits[path] == 1
@@ -236,17 +258,9 @@ def test_concurrent_first_requests_share_one_fetch(client, leaf_only, pace, aia,
         ctx = aia_ext.create_default_context(cafile=root_file)
         async with Probe() as probe:
             statuses = await asyncio.gather(*(get(srv.url, ctx, True) for _ in range(20)))
-        # The handshakes' CPU, nothing more: within the bound measured when the
-        # module started, or twice what twenty warm requests lag the loop now (a
-        # CI host running other jobs beside this one is slower than it was then;
-        # the AIA server's delay, several times the bound, is what a stall shows).
-        if probe.worst >= pace.burst:
-            warm = 0.0
-            for _ in range(2):
-                async with Probe() as again:
-                    await asyncio.gather(*(get(srv.url, ctx, True) for _ in range(20)))
-                warm = max(warm, again.worst)
-            assert probe.worst < min(2 * warm, pace.slow / 2), (probe.worst, warm)
+        # The handshakes' CPU, nothing more.
+        await assert_no_stall(probe.worst, pace.burst, pace, lambda: asyncio.gather(
+            *(get(srv.url, ctx, True) for _ in range(20))))
         return statuses
 
     finished.observers.append(observe)
@@ -431,15 +445,19 @@ def test_under_uvloop(client, at_once, leaf_only, pace, aia, root_file):
     srv, path = leaf_only
     get = CLIENTS[client]
 
-    async def main() -> tuple[list[int], float]:
+    async def main() -> list[int]:
         ctx = aia_ext.create_default_context(cafile=root_file)
-        async with Probe() as probe:
-            statuses = await asyncio.gather(*(get(srv.url, ctx, True) for _ in range(at_once)))
-        return list(statuses), probe.worst
 
-    statuses, lag = uvloop.run(main())
-    assert statuses == [200] * at_once
-    assert lag < (pace.lag if at_once == 1 else pace.burst)
+        def requests() -> Awaitable[list[int]]:
+            return asyncio.gather(*(get(srv.url, ctx, True) for _ in range(at_once)))
+
+        async with Probe() as probe:
+            statuses = await requests()
+        await assert_no_stall(probe.worst, pace.lag if at_once == 1 else pace.burst, pace,
+                              requests)
+        return list(statuses)
+
+    assert uvloop.run(main()) == [200] * at_once
     assert aia.hits[path] == 1
 
 
