@@ -104,9 +104,8 @@ async def complete(error: ssl.SSLCertVerificationError, context: ssl.SSLContext,
 #: Offline checks under way, per event loop.  Concurrent first connections to one
 #: server, refused for the same missing issuer, verify the same path with the
 #: same fetched certificates: one check, in one worker thread, answers them all.
-#: Twenty threads verifying at once would hold the GIL against the loop's own
-#: thread, and the loop would lag for them (issue 22; found on a debug CPython,
-#: where a verification costs several times more).
+#: Twenty threads verifying the same thing at once would hold the GIL against
+#: the loop's own thread, and the loop would lag for them (issue 22).
 _checks: weakref.WeakKeyDictionary[
     asyncio.AbstractEventLoop, dict[Hashable, asyncio.Future[OfflineResult]]
 ] = weakref.WeakKeyDictionary()
