@@ -269,9 +269,8 @@ def test_concurrent_first_requests_share_one_fetch(client, leaf_only, pace, aia,
     finally:
         finished.observers.remove(observe)
     assert aia.hits[path] == 1
-    # One offline check of the fetched issuer serves all twenty: twenty worker
-    # threads verifying at once held the GIL against the loop (a debug CPython
-    # lagged past the bound).
+    # One offline check of the fetched issuer serves all twenty (there were twenty
+    # worker threads verifying the same path, holding the GIL against the loop).
     assert len(off_the_loop) == 1
 
 

@@ -140,7 +140,7 @@ def test_every_list_of_option_names_agrees():
 
     assert len(set(FIELDS)) == len(FIELDS) and set(FIELDS) == NAMES
     assert list(inspect.signature(Options).parameters) == list(FIELDS)
-    assert [name for name in Options.__annotations__] == list(FIELDS)
+    assert list(Options.__annotations__) == list(FIELDS)
     assert list(OptionsKwargs.__annotations__) == list(FIELDS)
     assert [name for name in FIELDS if f"``{name}``" not in HELP] == []
     if hasattr(copy, "replace"):  # Python 3.13+
