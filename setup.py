@@ -89,19 +89,43 @@ class build_ext_or_explain(build_ext):
                 "AIA_EXT_PURE=1 for a pure install (the fallback engine).") from exc
 
 
+# The strict, bounded HTTP/1.1 parser for AIA responses (docs/design.md), and
+# certifi for an empty system trust store.
+_COMMON = ["certifi", "h11>=0.16"]
+_NATIVE_REQUIRES = _COMMON + [
+    "cffi>=1.17; platform_python_implementation != 'PyPy'",
+    "cryptography>=42; platform_python_implementation != 'PyPy'",
+    # cryptography 44+ has no PyPy 3.9 wheel, and its sdist needs Rust crates.
+    # On PyPy 3.10+ it is optional (the [cryptography] extra): the native engine
+    # does not use it, and not every PyPy has a wheel that loads (issue 16).
+    "cryptography>=42,<44; platform_python_implementation == 'PyPy' and python_version < '3.10'",
+]
+# Without the extension only the fallback engine runs, and it verifies with
+# cryptography's OpenSSL: required wherever this package is installed, PyPy's
+# included, so that pip installs it (or says it cannot) instead of a package
+# whose every context raises MissingDependencyError (issue 31, item 5).
+_PURE_REQUIRES = _COMMON + [
+    "cryptography>=42; platform_python_implementation != 'PyPy'",
+    # The releases with wheels that load there (docs/engines.md, "PyPy").
+    "cryptography>=42,<44; platform_python_implementation == 'PyPy' and python_version < '3.10'",
+    "cryptography>=42,<47; platform_python_implementation == 'PyPy' and python_version >= '3.10'",
+]
+
+
 def _native_options() -> dict:
     if _flag("AIA_EXT_PURE"):
         if _flag("AIA_EXT_REQUIRE_NATIVE"):
             raise SystemExit("aia_ext: AIA_EXT_PURE=1 and AIA_EXT_REQUIRE_NATIVE=1 contradict")
-        return {}
+        return {"install_requires": _PURE_REQUIRES}
     global _PURE_BECAUSE
     why = _why_no_compiler()
     if why is not None:
         if _flag("AIA_EXT_REQUIRE_NATIVE"):
             raise SystemExit(f"aia_ext: AIA_EXT_REQUIRE_NATIVE=1, but {why}.")
         _PURE_BECAUSE = why
-        return {}
+        return {"install_requires": _PURE_REQUIRES}
     options = {"cffi_modules": ["csrc/build_native.py:ffibuilder"],
+               "install_requires": _NATIVE_REQUIRES,
                "cmdclass": {"build_py": build_py_with_pth, "build_ext": build_ext_or_explain}}
     if sys.implementation.name == "cpython" and not sysconfig.get_config_var("Py_GIL_DISABLED"):
         options["options"] = {"bdist_wheel": {"py_limited_api": "cp39"}}

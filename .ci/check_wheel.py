@@ -1,4 +1,5 @@
-"""Fail if a built wheel contains an OpenSSL library, is not abi3, or lacks the inject hook.
+"""Fail if a built wheel contains an OpenSSL library, is neither abi3 nor a PyPy wheel,
+or lacks the inject hook.
 
     python .ci/check_wheel.py DIR_OR_WHEEL...
 
@@ -26,10 +27,12 @@ def check(wheel: pathlib.Path) -> list[str]:
         problems.append(f"{wheel.name}: bundles OpenSSL: {', '.join(bundled)}")
     if not any(n.startswith("aia_ext/_native") for n in names):
         problems.append(f"{wheel.name}: has no aia_ext/_native extension")
-    if "aia_ext-inject.pth" not in names:  # AIA_EXT_INJECT=1 needs it in site-packages
-        problems.append(f"{wheel.name}: has no aia_ext-inject.pth at its top level")
-    if "-cp39-abi3-" not in wheel.name:
-        problems.append(f"{wheel.name}: not an abi3 (cp39-abi3) wheel")
+    for hook in ("aia_ext-inject.pth", "_aia_ext_hook.py"):  # AIA_EXT_INJECT=1's
+        if hook not in names:
+            problems.append(f"{wheel.name}: has no {hook} at its top level")
+    # One abi3 wheel for every CPython; PyPy has no stable ABI: a wheel per PyPy.
+    if "-cp39-abi3-" not in wheel.name and not re.search(r"-pp3\d+-pypy3\d+_pp\d+-", wheel.name):
+        problems.append(f"{wheel.name}: neither an abi3 (cp39-abi3) nor a PyPy wheel")
     return problems
 
 
@@ -44,7 +47,8 @@ def main(paths: list[str]) -> int:
     for problem in problems:
         print(f"check_wheel: {problem}", file=sys.stderr)
     if not problems:
-        print(f"check_wheel: {len(wheels)} wheel(s) OK: abi3, no OpenSSL inside, inject hook")
+        print(f"check_wheel: {len(wheels)} wheel(s) OK: abi3 or PyPy, no OpenSSL inside, "
+              "inject hook")
     return 1 if problems else 0
 
 

@@ -80,8 +80,8 @@ packages() {
 rows() {
   case $1 in
     bullseye) echo "python3 binary" ;;
-    stable) printf '%s\n' "python3 wheel" "pypy3 sdist" ;;
-    testing) printf '%s\n' "python3.14 wheel" "python3.15 wheel" "pypy3 nocrypto" \
+    stable) printf '%s\n' "python3 wheel" "pypy3 pick" ;;
+    testing) printf '%s\n' "python3.14 wheel" "python3.15 wheel" "pypy3 pick nocrypto" \
                            "python3.15-dbg sdist debug" ;;
     stable-nogcc) echo "python3 nocompiler" ;;
     # Emulated (about ten times slower): the native engine on a named subset.

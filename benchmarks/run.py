@@ -359,11 +359,12 @@ def memory(servers: Servers, settings: Settings) -> Result:
                                      "handshakes": settings.memory_handshakes})
 
 
-def _process_ms(code: str, runs: int) -> list[float]:
+def _process_ms(code: str, runs: int, **extra: str) -> list[float]:
     """Wall-clock ms of ``python -c code`` in fresh processes (bytecode cached)."""
     env = dict(os.environ)
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     env.pop("AIA_EXT_INJECT", None)
+    env.update(extra)
     values = []
     for _ in range(runs):
         started = time.perf_counter()
@@ -374,7 +375,7 @@ def _process_ms(code: str, runs: int) -> list[float]:
 
 def import_time(servers: Servers, settings: Settings) -> list[Result]:
     """What ``import aia_ext`` and injecting cost a process, above an empty interpreter,
-    beside ``import ssl`` measured the same way in the same run (issue 25)."""
+    beside ``import ssl`` measured the same way in the same run (issues 25 and 31)."""
     runs = max(15, settings.process_runs * 5)
     _process_ms("import aia_ext", 2)  # bytecode written, caches warm
     empty = statistics.median(_process_ms("pass", runs))
@@ -384,13 +385,64 @@ def import_time(servers: Servers, settings: Settings) -> list[Result]:
                                                 runs)]
     plain = statistics.median(ssl_ms)
     median, inject = statistics.median(ours), statistics.median(injected)
+    ratio = median / plain
     return [
-        Result("import_time", "import aia_ext, fresh process, above `python -c pass`", median,
-               "ms", "<= 30", median <= 30, spread(ours), {"import_ssl_ms": plain}),
+        Result("import_time", "import aia_ext / import ssl, fresh processes, each above "
+               "`python -c pass`", ratio, "x", "<= 1.5", ratio <= 1.5,
+               spread([v / plain for v in ours]),
+               {"import_aia_ext_ms": median, "import_ssl_ms": plain}),
+        # Reported, no target: the hook pays it at the first `import ssl`, and the
+        # fallback imports its verifier there on purpose (a broken install is
+        # found once, at injection: issue 26, item 11).
         Result("inject_time", "import aia_ext + inject_into_ssl(), above `import ssl`",
-               inject - plain, "ms", "<= 5", inject - plain <= 5,
+               inject - plain, "ms", "report", None,
                spread([v - plain for v in injected]), {"import_ssl_ms": plain}),
     ]
+
+
+def startup_hook(servers: Servers, settings: Settings) -> Result:
+    """``python -c pass`` with AIA_EXT_INJECT=1 / without it, interleaved (issue 31,
+    item 3: the hook waits for the first import of ssl)."""
+    import sysconfig
+
+    hook = os.path.join(sysconfig.get_paths()["purelib"], "aia_ext-inject.pth")
+    if not os.path.exists(hook):
+        return Result("startup_hook", "python -c pass, AIA_EXT_INJECT=1 / unset", None, "x",
+                      "<= 1.10", None, skipped="the wheel's .pth is not installed here")
+    ratios, base, hooked = _ratio_rounds(
+        settings, lambda: statistics.median(_process_ms("pass", 5)),
+        lambda: statistics.median(_process_ms("pass", 5, AIA_EXT_INJECT="1")))
+    median = statistics.median(ratios)
+    return Result("startup_hook", "python -c pass, AIA_EXT_INJECT=1 / unset", median, "x",
+                  "<= 1.10", median <= 1.10, spread(ratios),
+                  {"unset_ms": statistics.median(base), "set_ms": statistics.median(hooked)})
+
+
+def adapter_cost(servers: Servers, settings: Settings) -> Result:
+    """aia_ext.requests.AIAAdapter() / requests' HTTPAdapter(), after the first (issue 31,
+    item 6: each adapter loaded the system trust store)."""
+    try:
+        from requests.adapters import HTTPAdapter
+
+        from aia_ext.requests import AIAAdapter
+    except ImportError as exc:
+        return Result("adapter_cost", "AIAAdapter() / HTTPAdapter()", None, "x", "<= 2", None,
+                      skipped=f"requests is not installed: {exc}")
+    AIAAdapter()  # the first makes the shared default context
+
+    def per_adapter(make: Callable[[], Any]) -> float:
+        started = time.perf_counter()
+        for _ in range(200):
+            make()
+        return (time.perf_counter() - started) / 200 * 1000
+
+    ratios, base, ours = _ratio_rounds(settings, lambda: per_adapter(HTTPAdapter),
+                                       lambda: per_adapter(AIAAdapter))
+    median = statistics.median(ratios)
+    return Result("adapter_cost", "AIAAdapter() / HTTPAdapter(), after the first", median,
+                  "x", "<= 2", median <= 2, spread(ratios),
+                  {"http_adapter_ms": statistics.median(base),
+                   "aia_adapter_ms": statistics.median(ours)})
 
 
 async def _request(how: str, ctx: ssl.SSLContext, port: int) -> None:
@@ -508,6 +560,8 @@ BENCHMARKS: list[tuple[str, Callable[[Servers, Settings], Result | list[Result]]
     ("concurrency", concurrency),
     ("memory", memory),
     ("import_time", import_time),
+    ("startup_hook", startup_hook),
+    ("adapter_cost", adapter_cost),
     ("loop_block", loop_block),
 ]
 

@@ -35,12 +35,15 @@ typedef struct stack_st OPENSSL_STACK; /* STACK_OF(X509) is this underneath */
 typedef struct x509_store_st X509_STORE;
 typedef struct X509_VERIFY_PARAM_st X509_VERIFY_PARAM;
 typedef struct evp_md_st EVP_MD;
+typedef struct bio_st BIO;
 
 #define AIA_X509_V_OK 0
 #define AIA_X509_V_ERR_UNSPECIFIED 1
 #define AIA_X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT 2
 #define AIA_X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY 20
 #define AIA_SSL_VERIFY_NONE 0
+/* BIO_TYPE_MEM (include/openssl/bio.h): 1 | BIO_TYPE_SOURCE_SINK. */
+#define AIA_BIO_TYPE_MEM 0x0401
 /* CRYPTO_EX_INDEX_SSL: the class for SSL_get_ex_new_index, which is a macro
  * over CRYPTO_get_ex_new_index in both 1.1.1 and 3.x. */
 #define AIA_CRYPTO_EX_INDEX_SSL 0
@@ -126,6 +129,8 @@ typedef struct evp_md_st EVP_MD;
     X(const char *, X509_verify_cert_error_string, (long))                      \
     X(OPENSSL_STACK *, SSL_get_peer_cert_chain, (const SSL *))                   \
     X(const EVP_MD *, EVP_sha1, (void))                                           \
+    X(BIO *, SSL_get_rbio, (const SSL *))                                         \
+    X(int, BIO_method_type, (const BIO *))                                        \
     X(int, X509_digest,                                                           \
       (const X509 *, const EVP_MD *, unsigned char *, unsigned int *))
 
@@ -181,6 +186,7 @@ int aia_ext_chain_der(void *store_ctx, int index, unsigned char *out, int outlen
 void aia_ext_learned_forget(void);
 uint64_t aia_ext_chase_id_of(void *ssl);
 int aia_ext_peer_chain_der(void *ssl, int index, unsigned char *out, int outlen);
+int aia_ext_reads_memory(void *ssl);
 
 void *aia_ext_offline_new(void *ssl_ctx, const unsigned char **ders, const size_t *lens,
                           int n, const char *host, int host_is_ip, int64_t at, int has_time);

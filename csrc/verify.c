@@ -386,6 +386,21 @@ uint64_t aia_ext_chase_id_of(void *ssl)
     return (uint64_t)(uintptr_t)aia_ossl.SSL_get_ex_data((SSL *)ssl, aia_ssl_index);
 }
 
+/* Whether the connection reads from a memory BIO, as ssl.SSLObject does (the
+ * transport of asyncio and anyio), rather than from its socket: the chase
+ * tells a coroutine's handshake from a synchronous caller's (issue 31). */
+int aia_ext_reads_memory(void *ssl)
+{
+    BIO *rbio;
+
+    if (!aia_bound || ssl == NULL)
+        return -1;
+    rbio = aia_ossl.SSL_get_rbio((SSL *)ssl);
+    if (rbio == NULL)
+        return -1;
+    return aia_ossl.BIO_method_type(rbio) == AIA_BIO_TYPE_MEM ? 1 : 0;
+}
+
 /* DER of certificate `index` of the chain the peer sent (a client's view
  * includes the leaf), whether or not it verified.  Returns its length and
  * writes it when `outlen` suffices; -1 when there is no such certificate. */

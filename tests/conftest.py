@@ -86,6 +86,19 @@ def _fresh_cache() -> Iterator[None]:
     aia_ext.clear_cache()
 
 
+@pytest.fixture(scope="session")
+def reneg_lab(root: Cert, aia: AIAServer, root_file: str,
+              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Renegotiating servers (tests/renegotiation.py) and their certificates, shared."""
+    from .renegotiation import Servers, lab
+
+    pki = lab(root, aia, str(tmp_path_factory.mktemp("reneg")))
+    pki["root_file"] = root_file
+    servers = Servers(pki)
+    yield servers
+    servers.close()
+
+
 @pytest.fixture
 def make_chain(aia: AIAServer, root: Cert) -> Callable[..., Chain]:
     """Build root -> N intermediates -> leaf with every issuer served by AIA."""

@@ -7,9 +7,13 @@ stands in for the verifier or the socket.
 from __future__ import annotations
 
 import itertools
+import os
+import pathlib
 import socket
 import ssl
+import subprocess
 import sys
+import sysconfig
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -153,3 +157,35 @@ def aia_ext_with_ctrl_c(*args: str) -> list[str]:
     """``python -m aia_ext args``, interruptible by SIGINT."""
     return python_with_ctrl_c(
         "import runpy; runpy.run_module('aia_ext', run_name='__main__', alter_sys=True)", *args)
+
+
+#: The AIA_EXT_INJECT hook: a .pth line, and the module it imports.
+HOOK = "aia_ext-inject.pth"
+HOOK_SOURCE = pathlib.Path(__file__).resolve().parent.parent / "src" / HOOK
+_WAITER = "_aia_ext_hook.py"
+
+
+def _site_dir(tmp_path: pathlib.Path) -> str | None:
+    """None when the hook is installed in site-packages (CI installs the wheel); else a
+    directory holding it (an editable install has no .pth)."""
+    if (pathlib.Path(sysconfig.get_paths()["purelib"]) / HOOK).exists():
+        return None
+    directory = tmp_path / "site"
+    directory.mkdir(exist_ok=True)
+    # Some interpreters (Debian's PyPy) read a site directory's .pth files
+    # twice; the hook runs once (a "_aia_ext_inject_pth" entry marks it).
+    (directory / HOOK).write_text(HOOK_SOURCE.read_text())
+    (directory / _WAITER).write_text((HOOK_SOURCE.parent / _WAITER).read_text())
+    return str(directory)
+
+
+def run_python(code: str, tmp_path: pathlib.Path, *args: str, timeout: float = 60,
+               **env: str) -> subprocess.CompletedProcess[str]:
+    """``python -c code args`` in a fresh interpreter, with the AIA_EXT_INJECT hook in a
+    site directory as the wheel installs it; ``env`` on top of this process's."""
+    site_dir = _site_dir(tmp_path)
+    prelude = "" if site_dir is None else f"import site; site.addsitedir({site_dir!r}); "
+    environment = {k: v for k, v in os.environ.items() if k != "AIA_EXT_INJECT"}
+    environment.update(env)
+    return subprocess.run([sys.executable, "-c", prelude + code, *args], capture_output=True,
+                          text=True, env=environment, timeout=timeout, check=False)

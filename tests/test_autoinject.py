@@ -6,38 +6,13 @@ the wheel installed it (CI), else the source file in a site directory of the tes
 
 from __future__ import annotations
 
-import os
 import pathlib
-import subprocess
-import sys
-import sysconfig
 import time
 
 import pytest
 
-HOOK = "aia_ext-inject.pth"
-# Some interpreters (Debian's PyPy) read a site directory's .pth files twice; the
-# hook runs once (a "_aia_ext_inject_pth" entry in sys.modules marks it).
-SOURCE = pathlib.Path(__file__).resolve().parent.parent / "src" / HOOK
-
-
-def _site_dir(tmp_path: pathlib.Path) -> str | None:
-    """None when the hook is installed in site-packages; else a directory holding it."""
-    if (pathlib.Path(sysconfig.get_paths()["purelib"]) / HOOK).exists():
-        return None
-    directory = tmp_path / "site"
-    directory.mkdir()
-    (directory / HOOK).write_text(SOURCE.read_text())
-    return str(directory)
-
-
-def _python(code: str, tmp_path: pathlib.Path, **env: str) -> subprocess.CompletedProcess[str]:
-    site_dir = _site_dir(tmp_path)
-    prelude = "" if site_dir is None else f"import site; site.addsitedir({site_dir!r}); "
-    environment = {k: v for k, v in os.environ.items() if k != "AIA_EXT_INJECT"}
-    environment.update(env)
-    return subprocess.run([sys.executable, "-c", prelude + code], capture_output=True,
-                          text=True, env=environment, timeout=60)
+from .helpers import HOOK_SOURCE as SOURCE
+from .helpers import run_python as _python
 
 
 @pytest.mark.engine_agnostic
@@ -64,8 +39,31 @@ def test_set_it_injects_before_any_code_runs(tmp_path, engine):
 
 
 @pytest.mark.engine_agnostic
+def test_set_a_process_that_never_imports_ssl_loads_neither(tmp_path):
+    """Issue 31, item 3: injection waits for the first import of ssl."""
+    result = _python("import sys, json; print('ssl' in sys.modules, 'aia_ext' in sys.modules)",
+                     tmp_path, AIA_EXT_INJECT="1")
+    assert result.stdout.split() == ["False", "False"], result.stderr
+    assert result.stderr == ""
+
+
+@pytest.mark.parametrize("first", ["import ssl", "from ssl import create_default_context",
+                                   "import urllib.request", "import http.client",
+                                   "__import__('ssl')", "import importlib; "
+                                   "importlib.import_module('ssl')"])
+def test_set_the_first_import_of_ssl_injects_before_any_context(first, tmp_path, engine):
+    """However ssl is first imported, aia_ext is in force before the importer makes a
+    context, without the program importing aia_ext."""
+    result = _python(f"{first}\nimport ssl, sys\nctx = ssl.create_default_context()\n"
+                     "print('aia_ext' in sys.modules, sys.modules['aia_ext'].is_enabled(ctx))",
+                     tmp_path, AIA_EXT_INJECT="1")
+    assert result.stdout.split() == ["True", "True"], result.stderr
+    assert result.stderr == ""
+
+
+@pytest.mark.engine_agnostic
 def test_a_failed_injection_is_one_line_not_a_failed_start(tmp_path):
-    result = _python("print('started')", tmp_path, AIA_EXT_INJECT="1",
+    result = _python("import ssl; print('started')", tmp_path, AIA_EXT_INJECT="1",
                      AIA_EXT_ENGINE="bogus")
     assert result.returncode == 0 and result.stdout.strip() == "started"
     assert result.stderr.count("\n") == 1
@@ -138,7 +136,8 @@ def test_a_broken_dependency_leaves_ssl_alone(module, tmp_path, make_chain, serv
 @pytest.mark.engine_agnostic
 def test_an_aia_ext_that_cannot_import_is_one_line(tmp_path):
     broken = _shadow(tmp_path, "aia_ext", "raise RuntimeError('half-installed')\n")
-    result = _python("print('started')", tmp_path, AIA_EXT_INJECT="1", PYTHONPATH=broken)
+    result = _python("import ssl; print('started')", tmp_path, AIA_EXT_INJECT="1",
+                     PYTHONPATH=broken)
     assert result.returncode == 0 and result.stdout.strip() == "started"
     assert result.stderr == ("aia_ext: AIA_EXT_INJECT is set, but aia_ext cannot be imported: "
                              "RuntimeError: half-installed\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pathlib
 import ssl
 
 import pytest
@@ -133,15 +134,24 @@ def test_every_list_of_option_names_agrees():
     """The names are written out in five places (the typed keywords that make a typo a
     mypy error, the class, its constructor, the field order and the help text): an
     option added to one and not the others would be silently unreachable or untyped."""
+    import ast
     import copy
     import inspect
 
-    from aia_ext._private.options import FIELDS, HELP, NAMES, OptionsKwargs
+    from aia_ext._private import options as module
+    from aia_ext._private.options import FIELDS, HELP, NAMES
 
+    # OptionsKwargs is the type checker's (typing is kept off `import aia_ext`):
+    # its fields are read from the source.
+    tree = ast.parse(pathlib.Path(module.__file__).read_text())
+    typed = next(node for node in ast.walk(tree)
+                 if isinstance(node, ast.ClassDef) and node.name == "OptionsKwargs")
+    keywords = [s.target.id for s in typed.body if isinstance(s, ast.AnnAssign)]
     assert len(set(FIELDS)) == len(FIELDS) and set(FIELDS) == NAMES
     assert list(inspect.signature(Options).parameters) == list(FIELDS)
     assert list(Options.__annotations__) == list(FIELDS)
-    assert list(OptionsKwargs.__annotations__) == list(FIELDS)
+    assert keywords == list(FIELDS)
+    assert list(module.OptionsKwargs.__annotations__) == list(FIELDS)  # at run time too
     assert [name for name in FIELDS if f"``{name}``" not in HELP] == []
     if hasattr(copy, "replace"):  # Python 3.13+
         assert copy.replace(Options(), max_fetches=1).max_fetches == 1

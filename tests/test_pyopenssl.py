@@ -105,3 +105,48 @@ def test_a_completed_chain_teaches_its_intermediate(make_chain, server, aia, roo
     assert fetches_of(aia, chain) == 1
     off = aia_ext.enable(pyopenssl_context(root_file), learn_intermediates=False)
     assert connect(off, server(no_aia)) is False
+
+
+def _ask(conn, line: bytes) -> bytes:
+    conn.sendall(line + b"\n")
+    answer = b""
+    while not answer.endswith(b"\n"):
+        answer += conn.recv(64)
+    return answer.strip()
+
+
+@pytest.mark.engine_agnostic
+@pytest.mark.parametrize("first", ["good", "leaf_only"])
+@pytest.mark.parametrize("to", ["good", "untrusted", "leaf_only"])
+def test_every_handshake_is_judged_under_renegotiation(first, to, reneg_lab, root_file):
+    """Issue 30: the callback kept one outcome per connection, so a renegotiation to a
+    certificate with a missing issuer was answered from the first handshake's.  Each
+    handshake now gets its own; plain pyOpenSSL is the reference, with AIA completing
+    the leaf-only chain."""
+    from .renegotiation import renegotiation_available
+
+    if renegotiation_available() is not None:
+        pytest.skip(renegotiation_available())
+    import ssl
+
+    srv = reneg_lab.get(first, ssl.TLSVersion.TLSv1_2)
+
+    def run(ctx) -> list[object]:
+        results: list[object] = []
+        with socket.create_connection(srv.address, timeout=30) as raw:
+            raw.settimeout(None)
+            conn = SSL.Connection(ctx, raw)
+            conn.set_tlsext_host_name(b"localhost")
+            conn.set_connect_state()
+            for call in (conn.do_handshake, lambda: _ask(conn, b"RENEG " + to.encode())):
+                try:
+                    results.append(call())
+                except SSL.Error as exc:
+                    results.append("certificate verify failed" in str(exc))
+                    break
+        return results
+
+    enabled = run(aia_ext.enable(pyopenssl_context(root_file)))
+    assert enabled == ([None, True] if to == "untrusted" else [None, b"DONE"])
+    if first == "good" and to != "leaf_only":
+        assert enabled == run(pyopenssl_context(root_file))

@@ -22,8 +22,12 @@ is an attribute of the package, imported on first use.  Logs go to the
 from __future__ import annotations
 
 import importlib
-import logging
-from typing import TYPE_CHECKING, Any
+
+# First, before any module of ours: under AIA_EXT_INJECT=1 the first import
+# of ssl injects (_aia_ext_hook.py), which imports our modules; it must not
+# find one of them half-imported.
+import ssl  # noqa: F401
+import sys
 
 from ._private.api import (
     SSLContext,
@@ -36,8 +40,13 @@ from ._private.api import (
 )
 from ._private.errors import AIAError, FetchError, MissingDependencyError, UnsupportedPlatformError
 from ._private.inject import extract_from_ssl, inject_into_ssl, is_injected
+from ._private.logtext import get_logger
 from ._private.options import Options
 from ._version import __version__
+
+TYPE_CHECKING = False  # typing's, without importing typing (~3 ms)
+if TYPE_CHECKING:
+    from typing import Any
 
 if TYPE_CHECKING:
     from ._private.prefetch import aprefetch, prefetch
@@ -73,9 +82,13 @@ def __getattr__(name: str) -> Any:
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_ON_FIRST_USE) | _SUBMODULES)
 
-# A library leaves output to the application: without this, a WARNING would
-# reach every program's stderr through logging's last resort (as urllib3 does).
-logging.getLogger(__name__).addHandler(logging.NullHandler())
+# A library leaves output to the application: without a NullHandler on the
+# package logger, a WARNING would reach every program's stderr through
+# logging's last resort (as urllib3 does).  It is set when aia_ext first logs
+# (_private/logtext.py), so that `import aia_ext` does not import logging; a
+# program that already imported logging gets it now.
+if "logging" in sys.modules:
+    get_logger(__name__).logger  # noqa: B018 - made now, with its NullHandler
 
 __all__ = [
     "AIAError",

@@ -50,6 +50,34 @@ def _context(verify: Any, cert: Any, given: dict[str, Any]) -> ssl.SSLContext | 
     return context
 
 
+def _explained(exc: httpx.ConnectError, request: httpx.Request) -> httpx.ConnectError | None:
+    """httpx's ConnectError for a chain aia_ext could not complete, saying why.
+
+    httpx raises ``ConnectError`` with the ``ssl`` error's text only; the
+    ``SSLCertVerificationError`` carrying the reason (its ``aia_report`` and
+    note) sits two links down its chain, in a ``__context__`` that httpcore's
+    ``raise ... from`` leaves out of the traceback (issue 32, item 3).  The
+    reason goes into the message, a note (3.11+) and ``aia_report``.
+    """
+    seen: set[int] = set()
+    error: BaseException | None = exc
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        report = getattr(error, "aia_report", None)
+        if isinstance(error, ssl.SSLCertVerificationError) and report is not None:
+            from ._private.records import explain
+
+            reason = explain(report)
+            better = type(exc)(f"{exc} ({reason})", request=request)
+            better.aia_report = report  # type: ignore[attr-defined]
+            add_note = getattr(better, "add_note", None)
+            if add_note is not None:
+                add_note(reason)
+            return better
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def _split(kwargs: dict[str, Any]) -> dict[str, Any]:
     return {name: kwargs.pop(name) for name in list(kwargs) if name in OPTION_NAMES}
 
@@ -71,9 +99,15 @@ class AsyncAIATransport(httpx.AsyncHTTPTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if self.aia_context is None or request.url.scheme != "https":
             return await super().handle_async_request(request)
-        return await connect(
-            lambda: super(AsyncAIATransport, self).handle_async_request(request),
-            self.aia_context)
+        try:
+            return await connect(
+                lambda: super(AsyncAIATransport, self).handle_async_request(request),
+                self.aia_context)
+        except httpx.ConnectError as exc:
+            better = _explained(exc, request)
+            if better is None:
+                raise
+            raise better from exc
 
 
 class AIATransport(httpx.HTTPTransport):
@@ -83,3 +117,12 @@ class AIATransport(httpx.HTTPTransport):
         context = _context(verify, cert, _split(kwargs))
         self.aia_context = context if isinstance(context, ssl.SSLContext) else None
         super().__init__(verify=context, **kwargs)
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            return super().handle_request(request)
+        except httpx.ConnectError as exc:
+            better = _explained(exc, request)
+            if better is None:
+                raise
+            raise better from exc

@@ -34,6 +34,23 @@ def _environment_bundles() -> set[str]:
                               os.environ.get("CURL_CA_BUNDLE")) if path}
 
 
+_defaults_lock = threading.Lock()
+_defaults: dict[str, ssl.SSLContext] = {}
+
+
+def _shared_default() -> ssl.SSLContext:
+    """aia_ext.create_default_context(), made once per engine (AIA_EXT_ENGINE may change
+    between adapters; tests change it) and shared by the adapters given no context."""
+    engine = os.environ.get("AIA_EXT_ENGINE", "")  # what engines.select() reads
+    context = _defaults.get(engine)
+    if context is None:
+        with _defaults_lock:
+            context = _defaults.get(engine)
+            if context is None:
+                context = _defaults[engine] = create_default_context()
+    return context
+
+
 class AIAAdapter(HTTPAdapter):
     """An ``HTTPAdapter`` whose connections verify with AIA-enabled contexts.
 
@@ -48,6 +65,12 @@ class AIAAdapter(HTTPAdapter):
     asks for reaches another host or a later request (psf/requests#6726,
     urllib3/urllib3#3036).  The given context is never modified.
 
+    Without ``ssl_context``, adapters share one default context per process
+    and engine, made by the first: loading the system trust store costs tens
+    of milliseconds, and code that makes a Session per request would pay it
+    on every request (issue 31, item 6).  It is never modified; to change
+    what an adapter trusts, pass a context of your own.
+
     ``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE``: requests passes their path as
     ``verify``; that bundle is *added* to ``ssl_context``'s trust store, which
     it never replaces.  Precedence: ``verify=False`` (no verification), an
@@ -56,7 +79,7 @@ class AIAAdapter(HTTPAdapter):
     """
 
     def __init__(self, ssl_context: ssl.SSLContext | None = None, **kwargs: Any) -> None:
-        self.ssl_context = ssl_context or create_default_context()
+        self.ssl_context = ssl_context or _shared_default()
         self._derived: OrderedDict[tuple[Any, Any, Any], ssl.SSLContext] = OrderedDict()
         self._derived_lock = threading.Lock()
         super().__init__(**kwargs)

@@ -365,14 +365,23 @@ def test_a_planted_fifo_neither_blocks_nor_is_read(make_chain, server, aia, root
 @pytest.mark.parametrize("mode", [0o777, 0o770, 0o722])
 def test_a_writable_cache_directory_is_refused(mode, make_chain, server, aia, root_file,
                                                tmp_path, caplog):
+    """Refused when the options are given (issue 32, item 5), with the reason, not
+    with a WARNING on a logger nobody listens to; and again at every use, if it
+    became so after the context was made."""
     chain, srv = _served_chain(make_chain, server)
     shared = tmp_path / f"shared-{mode:o}"
     shared.mkdir()
+    with pytest.raises(ValueError, match=f"cache_dir: .* cannot be a cache: group or others "
+                                         f"can write to it \\(mode {mode:o}\\)"):
+        shared.chmod(mode)
+        tight_context(root_file, cache_dir=shared)
+    shared.chmod(0o700)
+    ctx = tight_context(root_file, cache_dir=shared)
     shared.chmod(mode)
     with caplog.at_level(logging.WARNING, logger="aia_ext"):
         for _ in range(2):
             aia_ext.clear_cache()
-            assert verify_code(tight_context(root_file, cache_dir=shared), srv) == 0
+            assert verify_code(ctx, srv) == 0
     refusals = [r for r in caplog.records if "refusing" in r.getMessage()]
     assert len(refusals) == 1 and "group or others can write" in refusals[0].getMessage()
     assert list(shared.iterdir()) == []  # nothing written there
@@ -386,9 +395,14 @@ def test_a_cache_directory_owned_by_another_user_is_refused(make_chain, server, 
     chain, srv = _served_chain(make_chain, server)
     other = tmp_path / "other"
     other.mkdir(mode=0o700)
-    os.chown(other, 65534, 65534)  # nobody
+    with pytest.raises(ValueError, match="cannot be a cache: it is owned by uid 65534"):
+        os.chown(other, 65534, 65534)  # nobody
+        tight_context(root_file, cache_dir=other)
+    os.chown(other, os.geteuid(), os.getegid())
+    ctx = tight_context(root_file, cache_dir=other)
+    os.chown(other, 65534, 65534)  # after the context was made: refused at use
     with caplog.at_level(logging.WARNING, logger="aia_ext"):
-        assert verify_code(tight_context(root_file, cache_dir=other), srv) == 0
+        assert verify_code(ctx, srv) == 0
     assert "owned by uid 65534" in caplog.text
     assert list(other.iterdir()) == []
     assert aia.hits[chain.paths[0]] == 1

@@ -181,8 +181,15 @@ def test_7_a_symlinked_directory_of_another_owner_is_refused(tmp_path, root_file
     os.chown(theirs, 12345, 12345)
     link = tmp_path / "cache"
     link.symlink_to(theirs)
+    with pytest.raises(ValueError, match="owned by uid 12345"):
+        tight_context(root_file, cache_dir=str(link))
+    link.unlink()
+    link.mkdir(mode=0o700)
+    ctx = tight_context(root_file, cache_dir=str(link))
+    link.rmdir()
+    link.symlink_to(theirs)  # swapped after the context was made: refused at use
     with caplog.at_level(logging.WARNING, logger="aia_ext"):
-        assert verify_code(tight_context(root_file, cache_dir=str(link)), srv) == 0
+        assert verify_code(ctx, srv) == 0
     assert os.listdir(theirs) == []
     assert "owned by uid 12345" in caplog.text
 

@@ -7,15 +7,14 @@ below receives; which engine acts is asked of engines/, never decided here.
 
 from __future__ import annotations
 
-import logging
 import os
 import ssl
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Union, overload
 
 from . import engines
-from .engines import VerifyingContext
+from .engines import VerifyingContext, register_combiner
 from .errors import UnsupportedPlatformError
+from .logtext import get_logger
 from .options import DEFAULT, Options, documented, make_options
 from .stdlib_ssl import (
     STDLIB_CONTEXT,
@@ -26,6 +25,10 @@ from .stdlib_ssl import (
     trust_sources,
 )
 
+TYPE_CHECKING = False  # typing's, without importing typing (~3 ms)
+if TYPE_CHECKING:
+    from typing import Any, Union, overload
+
 if TYPE_CHECKING:
     from OpenSSL.SSL import Context as PyOpenSSLContext
     from typing_extensions import Unpack
@@ -33,9 +36,15 @@ if TYPE_CHECKING:
     from .engines import EngineName
     from .options import OptionsKwargs
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
-StrPath = Union[str, "os.PathLike[str]"]
+if TYPE_CHECKING:
+    StrPath = Union[str, "os.PathLike[str]"]
+else:
+    def overload(function: Any) -> Any:
+        # typing's, without importing typing: the variants are for type checkers,
+        # and the last definition is the function.
+        return function
 
 
 class SSLContext(VerifyingContext):
@@ -60,6 +69,11 @@ def _require_context(context: object) -> None:
         )
 
 
+def is_truststore_class(cls: type) -> bool:
+    """Whether ``cls`` is truststore's ``SSLContext``, which wraps a standard context."""
+    return cls.__module__.split(".")[0] == "truststore"
+
+
 def _connecting_context(context: Any) -> Any:
     """The context that really makes connections for ``context``.
 
@@ -67,7 +81,7 @@ def _connecting_context(context: Any) -> Any:
     every connection; enabling the wrapper itself would change nothing
     (issue 14: enable() silently did nothing).  Anything else is itself.
     """
-    if type(context).__module__.split(".")[0] != "truststore":
+    if not is_truststore_class(type(context)):
         return context
     inner = getattr(context, "_ctx", None)
     if not is_standard_context(inner):
@@ -78,35 +92,28 @@ def _connecting_context(context: Any) -> Any:
 
 
 def _adopt_existing(context: ssl.SSLContext) -> None:
-    """Make an existing standard context an aia_ext.SSLContext, keeping its socket classes.
+    """Make an existing standard context an aia_ext.SSLContext, in place.
 
-    The class is switched in place, as ``create_default_context()`` does for
-    a fresh one: a plain ``ssl.SSLContext`` becomes ``aia_ext.SSLContext``; a
-    subclass becomes a class deriving from both (its own methods still run,
-    ours wrap the connections it makes).  A class that cannot be derived from
-    (one that forbids subclassing) or whose layout Python will not switch is
-    the one case left unsupported.  Socket classes assigned to the instance (truststore assigns
-    its own) move behind the new class's properties, which combine them with
-    the verifying ones.
+    The class is switched, as ``create_default_context()`` does for a fresh
+    one: a plain ``ssl.SSLContext`` becomes ``aia_ext.SSLContext``; a
+    subclass (gevent's, eventlet's, a user's) becomes a class deriving from
+    both, its own methods still running, ours creating its connections.  A
+    class that cannot be derived from (one that forbids subclassing) or whose
+    layout Python will not switch is the one case left unsupported.  The
+    context's socket classes are left as they are: the fallback verifies in
+    the low-level connection every socket class calls.
     """
     cls = type(context)
     if isinstance(context, VerifyingContext):
         return
-    attributes = vars(context)
-    assigned: dict[str, Any] = {name: attributes.pop(name)
-                                for name in ("sslsocket_class", "sslobject_class")
-                                if name in attributes}
     try:
         context.__class__ = SSLContext if cls is STDLIB_CONTEXT else _combined_class(cls)
     except TypeError as exc:  # a class that forbids subclassing, or another layout
-        attributes.update(assigned)
         raise UnsupportedPlatformError(
             f"{cls.__module__}.{cls.__name__} cannot become an aia_ext.SSLContext in place "
-            f"({exc}); the fallback engine verifies in the context's own sockets. Create it "
+            f"({exc}); the fallback engine creates the context's connections. Create it "
             "with aia_ext.inject_into_ssl() in force, or use aia_ext.SSLContext") from exc
-    for name, socket_class in assigned.items():
-        setattr(context, name, socket_class)
-    attributes[_ORIGINAL_KEY] = (cls, assigned)  # for disable()
+    vars(context)[_ORIGINAL_KEY] = cls  # for disable()
     hidden = context.cert_store_stats().get("x509", 0) - len(context.get_ca_certs())
     if hidden > 0:
         # get_ca_certs() lists CA certificates only: a server certificate
@@ -118,26 +125,21 @@ def _adopt_existing(context: ssl.SSLContext) -> None:
                     "aia_ext.create_default_context(cafile=...)", hidden)
 
 
-#: Where a context switched in place keeps its class and socket classes.
+#: Where a context switched in place keeps its own class.
 _ORIGINAL_KEY = "_aia_original_class"
 
 
 def _restore_class(context: Any) -> None:
-    """Undo ``_adopt_existing()``: the context's own class and socket classes again."""
-    original = vars(context).pop(_ORIGINAL_KEY, None)
-    if original is None:
-        return
-    cls, assigned = original
-    for name in ("_aia_sslsocket_class", "_aia_sslobject_class"):
-        vars(context).pop(name, None)
-    context.__class__ = cls
-    for name, socket_class in assigned.items():
-        setattr(context, name, socket_class)
+    """Undo ``_adopt_existing()``: the context's own class again."""
+    cls = vars(context).pop(_ORIGINAL_KEY, None)
+    if cls is not None:
+        context.__class__ = cls
 
 
 _combined: dict[type, type] = {}
 
 
+@register_combiner
 def _combined_class(cls: type) -> type:
     combined = _combined.get(cls)
     if combined is None:
@@ -150,10 +152,10 @@ def _combined_class(cls: type) -> type:
 @overload
 def enable(context: ssl.SSLContext, **options: Unpack[OptionsKwargs]) -> ssl.SSLContext: ...
 @overload
-def enable(context: PyOpenSSLContext,
+def enable(context: PyOpenSSLContext,  # noqa: F811 - a variant (overload, above)
            **options: Unpack[OptionsKwargs]) -> PyOpenSSLContext: ...
 @documented
-def enable(context: Any, **options: Any) -> Any:
+def enable(context: Any, **options: Any) -> Any:  # noqa: F811 - the implementation
     """Install AIA chasing on ``context`` in place and return it.
 
     ``context`` is an ``ssl.SSLContext`` or an ``OpenSSL.SSL.Context``
@@ -223,14 +225,19 @@ def adopt(context: ssl.SSLContext, options: Options,
           always_switch: bool = False) -> ssl.SSLContext:
     """Enable a freshly made standard context with the selected engine, in place.
 
-    An engine that verifies in the context's own sockets needs it to be an
+    An engine that creates the context's connections needs it to be an
     ``aia_ext.SSLContext`` (``always_switch`` asks for that whatever the
     engine).  The layouts are identical (no new slots), so the class is
-    switched and every default this Python version chose is kept.
+    switched and every default this Python version chose is kept; a subclass
+    (gevent's and eventlet's green contexts) becomes a class deriving from
+    both, as with ``enable()``.
     """
     engine = engines.select()
-    if (always_switch or engine.needs_context_class) and type(context) is STDLIB_CONTEXT:
-        context.__class__ = SSLContext
+    if always_switch or engine.needs_context_class:
+        if type(context) is STDLIB_CONTEXT:
+            context.__class__ = SSLContext
+        else:
+            _adopt_existing(context)
     engine.enable(context, options)
     return context
 

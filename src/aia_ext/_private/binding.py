@@ -13,17 +13,20 @@ of it; the fallback engine and diagnosis only read served chains through it.
 
 from __future__ import annotations
 
-import logging
 import os
 import ssl
 import sys
 import threading
-from typing import Any, Callable, cast
 
 from . import x509_codes
 from .errors import UnsupportedPlatformError
+from .logtext import get_logger
 
-log = logging.getLogger(__name__)
+TYPE_CHECKING = False  # typing's, without importing typing (~3 ms)
+if TYPE_CHECKING:
+    from typing import Any, Callable
+
+log = get_logger(__name__)
 
 _bind_lock = threading.Lock()
 _bound: Any | None = None  # the cffi module once bound
@@ -142,10 +145,12 @@ def low_level_socket_type() -> type:
     if sys.implementation.name == "pypy":
         from _cffi_ssl._stdssl import _SSLSocket  # PyPy only
 
-        return cast(type, _SSLSocket)
+        pypy_type: type = _SSLSocket
+        return pypy_type
     import _ssl  # CPython only from here
 
-    return cast(type, getattr(_ssl, "_SSLSocket"))  # noqa: B009 - not in typeshed
+    cpython_type: type = getattr(_ssl, "_SSLSocket")  # noqa: B009 - not in typeshed
+    return cpython_type
 
 
 def ssl_pointer(sslobj: object) -> Any:
@@ -186,14 +191,16 @@ def peer_chain(sslobj: object) -> list[bytes]:
 
 
 def served_chain(conn: Any) -> list[bytes]:
-    """What the peer of an SSLSocket/SSLObject sent (DER, leaf first), verified or not.
+    """What the peer of an SSLSocket/SSLObject (or of a low-level ``_ssl`` socket) sent
+    (DER, leaf first), verified or not.
 
     OpenSSL's SSL_get_peer_cert_chain where the library is reachable (every
     Python version); else the interpreter's get_unverified_chain (3.10+);
     else the leaf alone (3.9 without a reachable OpenSSL).
     """
-    sslobj = getattr(conn, "_sslobj", None)
-    if not isinstance(sslobj, low_level_socket_type()):
+    low_level = low_level_socket_type()
+    sslobj = conn if isinstance(conn, low_level) else getattr(conn, "_sslobj", None)
+    if not isinstance(sslobj, low_level):
         return []  # not connected, or closed
     try:
         return peer_chain(sslobj)
@@ -203,7 +210,7 @@ def served_chain(conn: Any) -> list[bytes]:
     if getter is not None:
         return [c if isinstance(c, bytes) else c.public_bytes(ssl._ssl.ENCODING_DER)  # type: ignore[attr-defined]
                 for c in getter() or []]
-    leaf = conn.getpeercert(binary_form=True)
+    leaf = sslobj.getpeercert(True)  # type: ignore[attr-defined]
     return [leaf] if leaf else []
 
 

@@ -24,12 +24,11 @@ every loop is bounded by the input or by ``limit``.
 from __future__ import annotations
 
 import binascii
-import logging
 
 from .der import DERError, ParsedCertificate, children, element, parse_certificate
-from .logtext import escape
+from .logtext import escape, get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 #: Elements examined in one PKCS#7 certificates set, parsable or not.
 MAX_PKCS7_ELEMENTS = 64

@@ -194,7 +194,9 @@ def _context(args: argparse.Namespace) -> ssl.SSLContext:
     from .api import create_default_context_with
     from .options import make_options
 
-    options: dict[str, Any] = {}
+    # Learned intermediates would carry one target's intermediates to the next:
+    # each target is checked as a fresh client would check it (issue 32).
+    options: dict[str, Any] = {"learn_intermediates": False}
     if args.timeout is not None:
         options["timeout"] = args.timeout
         options["deadline"] = max(args.timeout, 10.0)
@@ -237,9 +239,11 @@ class _Run:
         # a circular import ("cannot import name 'diagnose' from partially
         # initialized module", seen on Debian 11's 3.9.2: issue 16).
         from .chase import core  # noqa: F401  # the chase, which workers reach too
+        from .chase.cache import fresh
         from .diagnose import diagnose  # cryptography: only for `check`
 
         self.diagnose = diagnose
+        self.fresh_cache = fresh
 
     def check(self, target: str) -> tuple[str, Diagnosis | None, str]:
         """(verdict, the diagnosis or None, the error message)."""
@@ -252,7 +256,10 @@ class _Run:
         if args.connect_timeout is not None:
             kwargs["connect_timeout"] = args.connect_timeout
         try:
-            diagnosis = diagnose(target, **kwargs)
+            # As a fresh client would see it: nothing another target of the
+            # batch fetched, in whatever order or concurrency (issue 32).
+            with self.fresh_cache():
+                diagnosis = diagnose(target, **kwargs)
         except TargetUnreachable as exc:
             if _names_a_file(target) and "cannot resolve" in str(exc):
                 # Meant as a file, surely: an input error, saying both.

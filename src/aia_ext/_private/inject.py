@@ -22,22 +22,27 @@ Contexts created before injection are not changed (``enable()`` them).
 
 from __future__ import annotations
 
-import logging
 import ssl
+import sys
 import threading
-from typing import TYPE_CHECKING, Any
 
 from . import engines
-from .api import adopt
+from .api import adopt, is_truststore_class
+from .errors import UnsupportedPlatformError
+from .logtext import get_logger
 from .options import Options, documented, make_options
 from .stdlib_ssl import STDLIB_CONTEXT
+
+TYPE_CHECKING = False  # typing's, without importing typing (~3 ms)
+if TYPE_CHECKING:
+    from typing import Any
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
     from .options import OptionsKwargs
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 _lock = threading.Lock()
 _saved: Any = None  # the original __dict__["__new__"] of ssl's SSLContext, while injected
@@ -84,17 +89,59 @@ def inject_into_ssl(**options: Unpack[OptionsKwargs]) -> None:
             # (PROTOCOL_TLS on 3.9, None on 3.10+; found by CPython's test_ssl).
             context: ssl.SSLContext = original(klass, *args, **kwargs)
             current = _options
-            # A subclass's instance (truststore's outer context) keeps its class;
-            # an engine verifying in the context's sockets enables the standard
-            # context it builds inside instead.
-            if current is not None and (klass is STDLIB_CONTEXT
-                                        or not engines.select().needs_context_class):
-                adopt(context, current)
+            # truststore's outer context makes no connection: the standard
+            # context it builds inside does, and is enabled when it is made.
+            if current is not None and not is_truststore_class(klass):
+                try:
+                    adopt(context, current)
+                except UnsupportedPlatformError as exc:
+                    # A class that cannot become ours (it forbids subclassing):
+                    # left to OpenSSL's verification, said once, never a failure
+                    # of every context the program makes.
+                    _say_not_enabled(klass, exc)
             return context
 
         STDLIB_CONTEXT.__new__ = staticmethod(__new__)  # type: ignore[method-assign,assignment]
         _saved = saved
     log.debug("AIA chasing injected into ssl.SSLContext")
+    _name_contexts_made_before()
+
+
+_named: set[str] = set()
+
+
+def _name_contexts_made_before() -> None:
+    """One WARNING naming the modules that made a verifying client context before
+    injection, where one can be seen: a module-level attribute (aiohttp's connector
+    makes its default context when imported).  Injection reaches only contexts made
+    afterwards, so those would silently go without AIA (issue 31, item 7)."""
+    found = []
+    for module_name, module in list(sys.modules.items()):
+        attributes = getattr(module, "__dict__", None)
+        if not isinstance(attributes, dict) or module_name.split(".")[0] in ("aia_ext", "ssl"):
+            continue
+        for attribute, value in list(attributes.items()):
+            name = f"{module_name}.{attribute}"
+            if (isinstance(value, ssl.SSLContext) and name not in _named
+                    and value.verify_mode != ssl.CERT_NONE
+                    and value.protocol != ssl.PROTOCOL_TLS_SERVER
+                    and engines.enabled_engine(value) is None):
+                _named.add(name)
+                found.append(name)
+    if found:
+        log.warning("aia_ext.inject_into_ssl(): %s made before injection, so not completing "
+                    "chains; call aia_ext.enable() on it, or inject before the module is "
+                    "imported", ", ".join(found))
+
+
+_not_enabled: set[type] = set()
+
+
+def _say_not_enabled(klass: type, exc: Exception) -> None:
+    if klass not in _not_enabled:
+        _not_enabled.add(klass)
+        log.warning("aia_ext.inject_into_ssl(): contexts of %s.%s are left to ssl's own "
+                    "verification: %s", klass.__module__, klass.__qualname__, exc)
 
 
 def _require_fallback() -> None:

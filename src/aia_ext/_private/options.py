@@ -11,47 +11,64 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Callable, TypedDict, TypeVar, Union
 
 from .pool import EMPTY, IntermediatesPool
+
+TYPE_CHECKING = False  # typing's, without importing typing (~3 ms)
+if TYPE_CHECKING:
+    from typing import Any, Callable, TypedDict, TypeVar, Union
 
 if TYPE_CHECKING:
     from .der import ParsedCertificate
 
-#: ``fetcher(url, timeout) -> bytes``: replaces the built-in HTTP client.
-Fetcher = Callable[[str, float], Union[bytes, bytearray, memoryview]]
-#: ``url_filter(url) -> bool``: False refuses the URL (and every redirect hop).
-UrlFilter = Callable[[str], bool]
-#: What ``intermediates=`` accepts: a path, PEM/DER/PKCS#7 bytes, or a sequence of those.
-IntermediatesSource = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview,
-                            Sequence[Union[str, "os.PathLike[str]", bytes, bytearray,
-                                           memoryview]]]
+if TYPE_CHECKING:
+    #: ``fetcher(url, timeout) -> bytes``: replaces the built-in HTTP client.
+    Fetcher = Callable[[str, float], Union[bytes, bytearray, memoryview]]
+    #: ``url_filter(url) -> bool``: False refuses the URL (and every redirect hop).
+    UrlFilter = Callable[[str], bool]
+    #: What ``intermediates=`` accepts: a path, PEM/DER/PKCS#7 bytes, or a sequence of those.
+    IntermediatesSource = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview,
+                                Sequence[Union[str, "os.PathLike[str]", bytes, bytearray,
+                                               memoryview]]]
+
+    _F = TypeVar("_F", bound=Callable[..., Any])
+
+    class OptionsKwargs(TypedDict, total=False):
+        """The keyword options, for ``**options: Unpack[OptionsKwargs]``.
+
+        A misspelt option is then a type error under ``mypy --strict``, as well
+        as a ``TypeError`` at run time.
+        """
+
+        timeout: float
+        deadline: float
+        max_response_bytes: int
+        max_fetches: int
+        max_urls_per_cert: int
+        max_redirects: int
+        allow_https: bool
+        allow_private: bool
+        url_filter: UrlFilter | None
+        fetcher: Fetcher | None
+        fetch_on_event_loop: bool
+        intermediates: IntermediatesSource
+        learn_intermediates: bool
+        cache_dir: str | os.PathLike[str] | None
+else:
+    def __getattr__(name: str) -> Any:
+        # OptionsKwargs is for type checkers, and typing costs ~3 ms of import:
+        # made when asked for (tests/test_options.py reads its annotations).
+        if name == "OptionsKwargs":
+            return _options_kwargs()
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-_F = TypeVar("_F", bound=Callable[..., Any])
+def _options_kwargs() -> type:
+    """OptionsKwargs at run time: its keys; the types are the type checker's (above)."""
+    from typing import TypedDict
 
-
-class OptionsKwargs(TypedDict, total=False):
-    """The keyword options, for ``**options: Unpack[OptionsKwargs]``.
-
-    A misspelt option is then a type error under ``mypy --strict``, as well
-    as a ``TypeError`` at run time.
-    """
-
-    timeout: float
-    deadline: float
-    max_response_bytes: int
-    max_fetches: int
-    max_urls_per_cert: int
-    max_redirects: int
-    allow_https: bool
-    allow_private: bool
-    url_filter: UrlFilter | None
-    fetcher: Fetcher | None
-    fetch_on_event_loop: bool
-    intermediates: IntermediatesSource
-    learn_intermediates: bool
-    cache_dir: str | os.PathLike[str] | None
+    return TypedDict("OptionsKwargs", dict.fromkeys(FIELDS, object),  # type: ignore[operator,no-any-return]
+                     total=False)
 
 
 #: The fields of ``Options``, in order (its positional parameters, its repr).
@@ -102,8 +119,9 @@ class Options:
     :ivar allow_private: connect to loopback and private addresses (internal CAs).
     :ivar url_filter: ``url -> bool``; False refuses the URL and every redirect hop.
     :ivar fetcher: ``(url, timeout) -> bytes`` replacing the built-in HTTP client.
-    :ivar fetch_on_event_loop: allow network fetches on a thread running an asyncio
-        event loop (False: only the pool and the caches there).
+    :ivar fetch_on_event_loop: allow network fetches in a transport's handshake (an
+        SSLObject: asyncio, anyio) on a thread running an event loop (False: only the pool
+        and the caches there; a synchronous caller's socket is not affected).
     :ivar intermediates: known intermediates, untrusted, tried before any fetch.
     :ivar learn_intermediates: remember the intermediates of verified paths, untrusted,
         and try them before any fetch (False: none learned or used).
@@ -202,8 +220,10 @@ HELP = """
     - ``allow_private`` (True): connect to loopback and private addresses;
     - ``url_filter`` (None): ``url -> bool``; False refuses the URL and its redirects;
     - ``fetcher`` (None): ``(url, timeout) -> bytes``, replacing the HTTP client;
-    - ``fetch_on_event_loop`` (True): False keeps network fetches off a thread that runs
-      an asyncio event loop (pool and caches only there; see ``aprefetch()``);
+    - ``fetch_on_event_loop`` (True): False keeps network fetches out of a transport's
+      handshake on a thread that runs an event loop (pool and caches only there; see
+      ``aprefetch()``); a synchronous caller's socket handshake (a notebook cell's
+      ``requests.get()``) fetches as anywhere else;
     - ``intermediates`` (()): path, PEM/DER/PKCS#7 bytes or a list of those: known
       intermediates, untrusted, tried before any fetch; CCADB's CSV report is read too;
     - ``learn_intermediates`` (True): remember the intermediates of verified paths
@@ -333,14 +353,41 @@ def _load_intermediates(value: Any) -> IntermediatesPool:
     return IntermediatesPool(certs)
 
 
+def untrusted_reason(info: os.stat_result) -> str | None:
+    """Why a directory with this status must not be used as a cache, or None if it may:
+    one another user could write to, as OpenSSH refuses such a configuration."""
+    import stat
+
+    if not stat.S_ISDIR(info.st_mode):
+        return "it is not a directory"
+    geteuid = getattr(os, "geteuid", None)
+    if geteuid is None:  # Windows: ACLs, not modes; nothing portable to check
+        return None
+    uid = geteuid()
+    if info.st_uid not in (uid, 0):  # root may own it: only root could then write it
+        return f"it is owned by uid {info.st_uid}, not by this user (uid {uid})"
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"group or others can write to it (mode {stat.S_IMODE(info.st_mode):o})"
+    return None
+
+
 def _check_cache_dir(value: Any, name: str = "cache_dir") -> str | None:
     if value is None:
         return None
     if not isinstance(value, (str, os.PathLike)):
         raise ValueError(f"{name} must be a directory path, not {type(value).__name__}")
     path = os.path.abspath(os.fspath(value))
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise ValueError(f"{name}: {path} is not a directory")
-    # Created (mode 0700) on the first write, and checked for ownership and
-    # permissions before every use (chase/diskcache.py).
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        # Created (mode 0700) on the first write.
+        return path
+    except OSError as exc:
+        raise ValueError(f"{name}: cannot use {path}: {exc.strerror or exc}") from None
+    # The same check as before every use (chase/diskcache.py), here too, so
+    # that a directory which would be refused is refused now, with the
+    # reason, and not with a WARNING nobody sees (issue 32, item 5).
+    reason = untrusted_reason(info)
+    if reason is not None:
+        raise ValueError(f"{name}: {path} cannot be a cache: {reason}")
     return path

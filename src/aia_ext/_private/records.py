@@ -12,9 +12,9 @@ import ssl
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from . import binding, x509_codes
+from . import binding
 from .chase import finished
-from .logtext import escape
+from .chase.cause import sentence
 
 if TYPE_CHECKING:
     from .chase.core import Chase
@@ -80,20 +80,11 @@ def from_chase(state: Chase, verified_chain: tuple[bytes, ...]) -> Report:
 
 
 def explain(report: Report) -> str:
-    """One sentence on why a chase did not complete the chain, for a person to act on."""
-    if report.verify_code not in x509_codes.MISSING_ISSUER:
-        return (f"aia_ext completed the chain, then verification failed: "
-                f"{report.verify_message}")
-    if report.added:
-        last = report.added[-1]
-        where = f"from {last.url}" if last.url else f"from the {last.source}"
-        return (f"aia_ext added {escape(last.subject)} {escape(where)}; its issuer "
-                f"{escape(last.issuer)} is not in the trust store and could not be fetched")
-    if report.failed:
-        reasons = "; ".join(f"{escape(f.url or f.for_subject)}: {escape(f.reason)}"
-                            for f in report.failed[:3])
-        return f"aia_ext could not fetch the missing issuer ({reasons})"
-    return "aia_ext found no way to complete the chain"
+    """One sentence on why a chase did not complete the chain, for a person to act on:
+    the same as the chase's WARNING (chase/cause.py)."""
+    return sentence(report.verify_code, report.verify_message,
+                    [(a.subject, a.issuer, a.url, a.source) for a in report.added],
+                    [(f.url, f.for_subject, f.reason) for f in report.failed])
 
 
 def attach(error: ssl.SSLCertVerificationError, chase_id: int) -> None:

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import os
 import ssl
-from typing import Any, NamedTuple
+
+TYPE_CHECKING = False  # typing's, without importing typing (~3 ms)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def _find_stdlib_class() -> type[ssl.SSLContext]:
@@ -104,13 +107,18 @@ def is_standard_context(obj: object) -> bool:
 # engine that reads the trust store itself needs to know them.
 _SOURCES_KEY = "_aia_trust_sources"
 
-class TrustSources(NamedTuple):
+# A plain class: typing.NamedTuple would import typing at `import aia_ext`.
+class TrustSources:
     """What a context trusts beyond the certificates ``get_ca_certs()`` lists."""
 
-    default_paths: bool  # set_default_verify_paths() / load_default_certs() ran
-    capaths: tuple[str, ...]  # hashed directories given to load_verify_locations
-    files: tuple[bytes, ...]  # PEM that only OpenSSL's file reader understands
-    certificates: tuple[bytes, ...]  # DER loaded from files and data, CA or not
+    __slots__ = ("capaths", "certificates", "default_paths", "files")
+
+    def __init__(self, default_paths: bool, capaths: tuple[str, ...], files: tuple[bytes, ...],
+                 certificates: tuple[bytes, ...]) -> None:
+        self.default_paths = default_paths  # set_default_verify_paths() / load_default_certs()
+        self.capaths = capaths  # hashed directories given to load_verify_locations
+        self.files = files  # PEM that only OpenSSL's file reader understands
+        self.certificates = certificates  # DER loaded from files and data, CA or not
 
 
 def trust_sources(context: object) -> TrustSources:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import logging
 import socket
 import ssl
 import time
@@ -25,28 +24,28 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
 from ..errors import FetchError
-from ..logtext import escape
+from ..logtext import escape, get_logger
 from ..stdlib_ssl import new_plain_context
 from . import addresses, http1
-from .cache import CacheEntry, cache
+from .cache import CacheEntry, current
 from .core import entry_from_body, failed_entry, internal_error_entry
-from .fetch import Hop, describe, hop_for, remaining
+from .fetch import Hop, connect_failure, describe, hop_for, remaining
 from .policy import check_url
 
 if TYPE_CHECKING:
     from ..options import Options
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 async def entry_for(url: str, options: Options, deadline_at: float) -> tuple[CacheEntry, str]:
     """The cache entry for ``url`` (memory cache, a flight under way, or a fetch), and
     where it came from: "memory cache" or "network"."""
-    entry = cache.get(url)
+    entry = current().get(url)
     if entry is not None:
         return entry, "memory cache"
     left = max(deadline_at - time.monotonic(), 0.0)
-    entry, _ = await cache.get_or_fetch_async(
+    entry, _ = await current().get_or_fetch_async(
         url, lambda: _network_entry(url, options, deadline_at), left)
     return entry, "network"
 
@@ -130,7 +129,7 @@ async def _connect(hop: Hop, options: Options) -> tuple[asyncio.StreamReader,
             infos = await asyncio.get_running_loop().getaddrinfo(
                 hop.connect_host, hop.connect_port, type=socket.SOCK_STREAM)
         except (OSError, UnicodeError) as exc:
-            raise FetchError("DNS error", str(exc)) from None
+            raise connect_failure(hop, "DNS error", str(exc)) from None
     tls = None
     if hop.tls_server_name is not None:
         # A context no injection has touched: an https fetch must not chase
@@ -157,7 +156,8 @@ async def _connect(hop: Hop, options: Options) -> tuple[asyncio.StreamReader,
             last_error = exc
     if refusals and last_error is None:
         raise FetchError(refusals[0])
-    raise FetchError("connection error", describe(last_error) if last_error else "no address")
+    raise connect_failure(hop, "connection error",
+                          describe(last_error) if last_error else "no address")
 
 
 def _literal_address(host: str, port: int) -> tuple[Any, ...] | None:

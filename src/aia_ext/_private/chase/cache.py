@@ -16,11 +16,13 @@ refusals are never cached: they depend on the asking context's options.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import contextvars
 import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -204,6 +206,32 @@ class MemoryCache:
 
 
 cache = MemoryCache()
+
+#: A cache of its own for what runs in this context (``fresh()``), else None.
+_scope: contextvars.ContextVar[MemoryCache | None] = contextvars.ContextVar(
+    "aia_ext_cache_scope", default=None)
+
+
+def current() -> MemoryCache:
+    """The cache the chase uses here: the process's, or a ``fresh()`` one."""
+    return _scope.get() or cache
+
+
+@contextlib.contextmanager
+def fresh() -> Iterator[None]:
+    """Answer every fetch inside from a cache of its own, as a fresh client would.
+
+    ``aia-ext check`` checks each target so (issue 32, item 1): one target's
+    answer must not depend on what another fetched before it, or at the same
+    time, or the batch's order and concurrency would change verdicts, and a
+    caIssuers URL shared by a fleet would be fetched once and then never
+    tested again.
+    """
+    token = _scope.set(MemoryCache())
+    try:
+        yield
+    finally:
+        _scope.reset(token)
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=cache._after_fork_in_child)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextvars
 import functools
 import itertools
-import logging
 import os
 import sys
 import threading
@@ -29,10 +28,10 @@ from typing import TYPE_CHECKING, Callable
 
 from ..der import ParsedCertificate, names_match, parse_certificate
 from ..errors import FetchError
-from ..logtext import escape
+from ..logtext import escape, get_logger
 from ..x509_codes import MISSING_ISSUER
-from . import finished, learned
-from .cache import NEGATIVE_TTL, CacheEntry, cache, success_expiry
+from . import cause, finished, learned
+from .cache import NEGATIVE_TTL, CacheEntry, current, success_expiry
 from .fetch import fetch_url
 from .policy import url_refusal
 from .response import certificates_in_response
@@ -40,7 +39,7 @@ from .response import certificates_in_response
 if TYPE_CHECKING:
     from ..options import Options
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 #: Adds one DER certificate to the verification's untrusted stack (C side);
 #: returns 1 added, 0 already present, -1 unusable.
@@ -120,6 +119,12 @@ class Chase:
     #: The path the last verification built (DER, leaf first).
     built: tuple[bytes, ...] = ()
     elapsed_ms: float = 0.0
+    #: The handshake reads from its socket (``ssl.SSLSocket``): a synchronous
+    #: caller, which blocks its thread for the handshake whatever it is, an
+    #: event loop's included (a notebook cell's ``requests.get()``).  False for
+    #: a transport's memory BIO (``ssl.SSLObject``: asyncio, anyio), whose
+    #: handshake on a loop's thread is a coroutine's (issue 31, item 4).
+    synchronous: bool = True
 
 
 #: Issuer names memoized per cache entry (a real entry sees one or two).
@@ -251,7 +256,7 @@ def _lookup(chase: Chase, url: str, child: ParsedCertificate) -> tuple[CacheEntr
     if deferred is not None and url in deferred:
         chase.fetches += 1  # made by the asyncio fetcher for this connection
         return deferred[url], "network"
-    entry = cache.get(url)
+    entry = current().get(url)
     if entry is not None:
         return entry, "memory cache"
     if chase.options.cache_dir is not None:
@@ -263,7 +268,7 @@ def _lookup(chase: Chase, url: str, child: ParsedCertificate) -> tuple[CacheEntr
                                success_expiry(certs), from_disk=True)
             candidates = _candidates_for(child, entry)
             if candidates and diskcache.issued_child(child.der, [c[0] for c in candidates]):
-                cache.put(entry)
+                current().put(entry)
                 return entry, "disk cache"
             # An entry that cannot extend this chain is not what the URL serves:
             # drop it and ask the network (docs/usage.md, "Caches").
@@ -277,7 +282,10 @@ def _lookup(chase: Chase, url: str, child: ParsedCertificate) -> tuple[CacheEntr
         if not chase.path and chase.path_source is not None:
             chase.path = tuple(chase.path_source())
         return None, DEFERRED
-    on_loop = _on_event_loop()
+    # Only a transport's handshake stalls a loop that should not wait: a
+    # synchronous caller on the loop's thread chose to block it (a notebook
+    # cell), and refusing or warning would only break it.
+    on_loop = not chase.synchronous and _on_event_loop()
     if on_loop and not chase.options.fetch_on_event_loop:
         return None, ("refused on the event loop's thread (fetch_on_event_loop=False; "
                       "aia_ext.aprefetch() fetches off the loop)")
@@ -286,7 +294,7 @@ def _lookup(chase: Chase, url: str, child: ParsedCertificate) -> tuple[CacheEntr
         return None, "deadline reached"
     chase.fetches += 1
     started = time.monotonic()
-    entry, _fetched_here = cache.get_or_fetch(
+    entry, _fetched_here = current().get_or_fetch(
         url, lambda: _network_entry(url, chase.options, chase.deadline_at), left
     )
     if on_loop:
@@ -462,7 +470,7 @@ def _forget_disk_entries(chase: Chase, directory: str) -> None:
 
     for url in {a.url for a in chase.attempts if a.from_disk}:
         diskcache.discard(directory, url)
-        cache.discard(url)
+        current().discard(url)
 
 
 def _describe(attempt: Attempt) -> str:
@@ -510,9 +518,16 @@ def finish(chase_id: int, ok: bool, error: int, depth: int,
         log.debug("verification %d: chain completed by AIA, then rejected with verify error %d "
                   "at depth %d", chase.id, error, depth)
     elif fetched and not chase.deferred:
+        # The cause OpenSSL reported, as the exception's note gives it; what
+        # each URL gave, at DEBUG.
         log.warning("AIA chasing did not complete the chain of %s (verify error %d at depth %d, "
                     "%.0f ms): %s", escape(chase.attempts[0].for_subject), error, depth, elapsed,
-                    escape("; ".join(_describe(a) for a in chase.attempts), 2048))
+                    cause.sentence(error, "", [(a.subject, a.issuer, a.url, a.source)
+                                               for a in chase.added],
+                                   [(a.url, a.for_subject, a.outcome) for a in chase.attempts
+                                    if a.outcome != "ok"]))
+        log.debug("verification %d: %s", chase.id,
+                  escape("; ".join(_describe(a) for a in chase.attempts), 2048))
     else:
         # Nothing fetched, or the fetches deferred to the asyncio fetcher (the
         # integration connects again, and that verification reports).

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import logging
 import os
 import secrets
 import stat
@@ -43,10 +42,11 @@ import time
 
 from ..der import ParsedCertificate
 from ..errors import FetchError
-from ..logtext import escape
+from ..logtext import escape, get_logger
+from ..options import untrusted_reason
 from .response import certificates_in_response
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 _MAGIC = "# aia_ext disk cache v1"
 #: Bytes read from one entry at most.
@@ -75,21 +75,6 @@ def _pem(der: bytes) -> str:
     text = base64.b64encode(der).decode("ascii")
     lines = [text[i : i + 64] for i in range(0, len(text), 64)]
     return "-----BEGIN CERTIFICATE-----\n" + "\n".join(lines) + "\n-----END CERTIFICATE-----\n"
-
-
-def _untrusted_reason(info: os.stat_result) -> str | None:
-    """Why a directory with this status must not be used as a cache, or None if it may."""
-    if not stat.S_ISDIR(info.st_mode):
-        return "it is not a directory"
-    geteuid = getattr(os, "geteuid", None)
-    if geteuid is None:  # Windows: ACLs, not modes; nothing portable to check
-        return None
-    uid = geteuid()
-    if info.st_uid not in (uid, 0):  # root may own it: only root could then write it
-        return f"it is owned by uid {info.st_uid}, not by this user (uid {uid})"
-    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        return f"group or others can write to it (mode {stat.S_IMODE(info.st_mode):o})"
-    return None
 
 
 def _refuse(directory: str, reason: str) -> None:
@@ -150,7 +135,7 @@ def _open(directory: str, create: bool) -> _Directory | None:
     except OSError as exc:
         _refuse(directory, f"cannot open it ({exc.strerror or exc})")
         return None
-    reason = _untrusted_reason(info)
+    reason = untrusted_reason(info)
     if reason is not None:
         if fd is not None:
             os.close(fd)

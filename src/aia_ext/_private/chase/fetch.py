@@ -26,7 +26,6 @@ requests read them; an https caIssuers URL is never sent through a proxy.
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 import ssl
@@ -36,13 +35,13 @@ from typing import NamedTuple
 from urllib.parse import urljoin, urlsplit
 
 from ..errors import FetchError
-from ..logtext import escape
+from ..logtext import escape, get_logger
 from ..options import Options
 from ..stdlib_ssl import new_plain_context
 from . import addresses, http1
 from .policy import check_url
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 def describe(exc: OSError) -> str:
@@ -147,12 +146,22 @@ def _check_proxied_host(host: str, options: Options) -> None:
         raise FetchError("refused by policy: localhost through a proxy (allow_private=False)")
 
 
+def connect_failure(hop: Hop, reason: str, detail: str) -> FetchError:
+    """A failure to reach the hop's server: through an http_proxy, the proxy is named, as
+    it is what could not be reached, not the caIssuers URL (issue 32, item 4)."""
+    if hop.via_proxy:
+        return FetchError("proxy error", f"the http_proxy {escape(hop.connect_host)}:"
+                                         f"{hop.connect_port} could not be reached "
+                                         f"({reason}: {detail})")
+    return FetchError(reason, detail)
+
+
 def _connect(hop: Hop, options: Options, deadline_at: float) -> socket.socket:
     """Resolve once, refuse forbidden addresses, connect to an allowed one."""
     try:
         infos = socket.getaddrinfo(hop.connect_host, hop.connect_port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError) as exc:
-        raise FetchError("DNS error", str(exc)) from None
+        raise connect_failure(hop, "DNS error", str(exc)) from None
     refusals = []
     last_error: OSError | None = None
     for family, kind, proto, _name, sockaddr in infos:
@@ -169,13 +178,14 @@ def _connect(hop: Hop, options: Options, deadline_at: float) -> socket.socket:
             return sock
         except socket.timeout:
             sock.close()
-            raise FetchError("timeout", "connect") from None
+            raise connect_failure(hop, "timeout", "connect") from None
         except OSError as exc:
             sock.close()
             last_error = exc
     if refusals and last_error is None:
         raise FetchError(refusals[0])
-    raise FetchError("connection error", describe(last_error) if last_error else "no address")
+    raise connect_failure(hop, "connection error",
+                          describe(last_error) if last_error else "no address")
 
 
 def _one_hop(url: str, options: Options, deadline_at: float,

@@ -23,7 +23,6 @@ still decides (docs/design.md, invariant 1).
 from __future__ import annotations
 
 import hashlib
-import logging
 import threading
 import time
 from collections import OrderedDict
@@ -31,13 +30,13 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from ..der import ParsedCertificate, name_key, parse_certificate
-from ..logtext import escape
+from ..logtext import escape, get_logger
 from ..pool import IntermediatesPool, IssuerIndex
 
 if TYPE_CHECKING:
     from ..options import Options
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 #: Learned certificates kept in memory (each its DER size plus ~70 bytes of fields
 #: and index: 5.5 MiB at the bound for ECDSA intermediates, ~16 MiB for RSA ones;

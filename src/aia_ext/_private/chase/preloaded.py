@@ -10,7 +10,6 @@ size and modification time), and only when an issuer is missing.
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 from collections.abc import Callable
@@ -26,14 +25,14 @@ from ..ccadb import (
     pool_file_bytes,
 )
 from ..der import ParsedCertificate
-from ..logtext import escape
+from ..logtext import escape, get_logger
 from ..pool import EMPTY, IntermediatesPool
 from . import diskcache
 
 if TYPE_CHECKING:
     from ..options import Options
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 _lock = threading.Lock()
 #: directory -> (the pool file's identity, its pool): read once per version.

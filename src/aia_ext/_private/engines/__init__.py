@@ -16,17 +16,24 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING, Any
 
 from ..errors import UnsupportedPlatformError
-from .base import ConnectionChase, EngineName, OfflineResult
+from .base import ConnectionChase, OfflineResult
 from .fallback import ENGINE as FALLBACK
-from .fallback.context import VerifyingContext
+from .fallback.context import VerifyingContext, register_combiner
+from .fallback.state import register_options_lookup
 from .native import ENGINE as NATIVE
 from .pyopenssl import ENGINE as PYOPENSSL
 from .pyopenssl import is_pyopenssl_context
 
+TYPE_CHECKING = False  # typing's, without importing typing (~3 ms)
 if TYPE_CHECKING:
+    from typing import Any
+
+    from .base import EngineName
+
+if TYPE_CHECKING:
+    from ..options import Options
     from .base import Engine
 
 __all__ = [
@@ -39,6 +46,7 @@ __all__ = [
     "enabled_engine",
     "for_context",
     "is_pyopenssl_context",
+    "register_combiner",
     "select",
 ]
 
@@ -100,3 +108,13 @@ def for_context(context: Any) -> Engine:
         refuse_without_gil()
         return PYOPENSSL
     return enabled_engine(context) or select()
+
+
+def _options_of_enabled(context: Any) -> Options | None:
+    engine = enabled_engine(context)
+    return engine.options_of(context) if engine is not None else None
+
+
+# A fallback connection whose context was swapped for one enabled by another
+# engine completes chains with that context's options (engines/fallback/state.py).
+register_options_lookup(_options_of_enabled)

@@ -16,26 +16,31 @@ invariant 4) instead of touching freed memory.
 from __future__ import annotations
 
 import itertools
-import logging
 import os
 import ssl
 import threading
 import weakref
 from collections import OrderedDict
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
 
 from .. import binding
 from ..errors import UnsupportedPlatformError
+from ..logtext import get_logger
 from ..options import Options
 from ..stdlib_ssl import combine_classes, is_standard_context
 from ..targets import is_ip_literal
-from .base import ConnectionChase, EngineName, OfflineResult
+from .base import ConnectionChase, OfflineResult
+
+TYPE_CHECKING = False  # typing's, without importing typing (~3 ms)
+if TYPE_CHECKING:
+    from typing import Any
+
+    from .base import EngineName
 
 if TYPE_CHECKING:
     import datetime
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 class NativeEngine:
@@ -207,6 +212,9 @@ class NativeEngine:
             from ..chase import core as chase
 
             state, chase_ptr[0] = chase.chase_for(chase_ptr[0], options)
+            # An SSLObject's memory BIO (asyncio, anyio) or a socket (a
+            # synchronous caller); offline (diagnose) there is no SSL at all.
+            state.synchronous = lib.aia_ext_reads_memory(ssl_ptr) != 1
 
             def add(cert_der: bytes) -> int:
                 x509 = self._x509(ffi, lib, cert_der)
@@ -272,13 +280,12 @@ def take_interrupt() -> BaseException | None:
     return exc
 
 
-def _after_handshake(conn: ssl.SSLSocket | ssl.SSLObject,
-                     failure: ssl.SSLCertVerificationError | None) -> None:
+def _after_handshake(conn: Any, failure: ssl.SSLCertVerificationError | None) -> None:
     """Raise an interrupt a fetch received; give a failure its chase report."""
     interrupt = take_interrupt()
     if interrupt is not None:
-        if isinstance(conn, ssl.SSLSocket):
-            conn.close()  # whatever OpenSSL decided, this connection is over
+        if not isinstance(conn, ssl.SSLObject):
+            conn.close()  # a socket: whatever OpenSSL decided, this connection is over
         raise interrupt
     if failure is not None:
         from ..records import attach  # the report records: only once a chain failed
@@ -292,7 +299,8 @@ def _after_handshake(conn: ssl.SSLSocket | ssl.SSLObject,
 
 
 def _wrap_socket_classes(context: ssl.SSLContext) -> None:
-    """Make the context's sockets _Explaining ones, around whatever class they had."""
+    """Make the context's socket classes explain failures, around whatever class they had
+    (ssl's, truststore's, gevent's: the wrappers are mixins, so any layout combines)."""
     attributes = vars(context)
     saved = {name: attributes[name] for name in _CLASS_ATTRIBUTES if name in attributes}
     attributes["_aia_native_saved_classes"] = saved
@@ -312,34 +320,30 @@ def _unwrap_socket_classes(context: ssl.SSLContext) -> None:
             attributes.pop(name, None)
 
 
-#: Where a context keeps its socket classes (an aia_ext.SSLContext keeps them
-#: under its own names, behind properties).
-_CLASS_ATTRIBUTES = ("sslsocket_class", "sslobject_class", "_aia_sslsocket_class",
-                     "_aia_sslobject_class")
+#: Where a context keeps its socket classes (assigned to the instance).
+_CLASS_ATTRIBUTES = ("sslsocket_class", "sslobject_class")
 
 
-class _ExplainingSocket(ssl.SSLSocket):
-    """The sockets of a natively enabled context: interrupts surface, failures explain."""
+class _ExplainingSocket:
+    """Mixed into the socket class of a natively enabled context: interrupts surface,
+    failures explain.  A mixin with no layout of its own, so that it combines with any
+    socket class, gevent's included (its SSLSocket is not ssl's)."""
 
-    def do_handshake(self, block: bool = False) -> None:
+    __slots__ = ()
+
+    def do_handshake(self, *args: Any, **kwargs: Any) -> None:
         try:
-            super().do_handshake(block)
+            super().do_handshake(*args, **kwargs)  # type: ignore[misc]
         except ssl.SSLCertVerificationError as exc:
             _after_handshake(self, exc)
             raise
         _after_handshake(self, None)
 
 
-class _ExplainingObject(ssl.SSLObject):
-    """The SSLObjects (asyncio) of a natively enabled context, likewise."""
+class _ExplainingObject(_ExplainingSocket):
+    """The same for the SSLObjects (asyncio) of a natively enabled context."""
 
-    def do_handshake(self) -> None:
-        try:
-            super().do_handshake()
-        except ssl.SSLCertVerificationError as exc:
-            _after_handshake(self, exc)
-            raise
-        _after_handshake(self, None)
+    __slots__ = ()
 
 
 def _verified_chain(sslobj: object) -> tuple[bytes, ...]:

@@ -19,19 +19,24 @@ preverify result for them.
 
 from __future__ import annotations
 
-import logging
 import threading
 import weakref
-from typing import TYPE_CHECKING, Any
 
 from .. import x509_codes as codes
+from ..logtext import get_logger
 from ..options import Options
-from .base import ConnectionChase, EngineName, OfflineResult, importable
+from .base import ConnectionChase, OfflineResult, importable
+
+TYPE_CHECKING = False  # typing's, without importing typing (~3 ms)
+if TYPE_CHECKING:
+    from typing import Any
+
+    from .base import EngineName
 
 if TYPE_CHECKING:
     import datetime
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 # X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE: once the callback overrides the
 # missing issuer, OpenSSL goes on with the leaf alone and cannot check its
@@ -67,8 +72,12 @@ class PyOpenSSLEngine:
 
         with self._lock:
             self._options[context] = options
-        # Per-connection outcome of the chase, so it runs once per handshake.
-        outcomes: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+        # The chase's outcome for a connection's handshake, so that it runs once
+        # per handshake: OpenSSL calls back for every error of every certificate.
+        # Keyed by the handshake too (issue 30): a TLS 1.2 renegotiation is
+        # judged afresh, never answered from the connection's first handshake.
+        outcomes: weakref.WeakKeyDictionary[Any, tuple[int, bool]] = (
+            weakref.WeakKeyDictionary())
         engine = self
 
         def callback(conn: Any, cert: Any, errno: int, depth: int, ok: int) -> bool:
@@ -76,18 +85,22 @@ class PyOpenSSLEngine:
                 return True
             if context.get_verify_mode() == SSL.VERIFY_NONE:
                 return True  # nobody verifies: OpenSSL ignores the verdict; nothing is fetched
+            handshake = _handshake_number(conn)
+            known = outcomes.get(conn)
+            decided = known[1] if known is not None and known[0] == handshake else None
             if errno in _CONSEQUENCES:
-                return outcomes.get(conn, False)
+                return bool(decided)
             if errno not in codes.MISSING_ISSUER:
                 return False  # any other verdict stands, as OpenSSL gave it
-            if conn not in outcomes:
+            if decided is None:
                 current = engine.options_of(context)
                 try:
-                    outcomes[conn] = current is not None and _complete(conn, context, current)
+                    decided = current is not None and _complete(conn, context, current, cert)
                 except Exception:
                     log.exception("aia_ext: internal error while completing a pyOpenSSL chain")
-                    outcomes[conn] = False
-            return outcomes[conn]
+                    decided = False
+                outcomes[conn] = (handshake, decided)
+            return decided
 
         context.set_verify(context.get_verify_mode(), callback)  # the caller's mode, unchanged
 
@@ -115,7 +128,16 @@ class PyOpenSSLEngine:
         raise NotImplementedError("diagnose() verifies with the engine of ssl contexts")
 
 
-def _complete(conn: Any, context: Any, options: Options) -> bool:
+def _handshake_number(conn: Any) -> int:
+    """Which handshake of the connection this is: SSL_total_renegotiations counts the
+    renegotiations started, the client's included when a server asked for one."""
+    try:
+        return int(conn.total_renegotiations())
+    except Exception:  # noqa: BLE001 - unknown: every callback judges afresh
+        return -1
+
+
+def _complete(conn: Any, context: Any, options: Options, missing: Any) -> bool:
     """Fetch missing issuers and verify the completed chain with OpenSSL."""
     # pyOpenSSL is optional, and cryptography costs ~50 ms of import: both
     # only once a pyOpenSSL chain is actually incomplete.
@@ -128,9 +150,15 @@ def _complete(conn: Any, context: Any, options: Options) -> bool:
     served = conn.get_peer_cert_chain() or []  # pyOpenSSL X509 objects, leaf first
     if not served:
         return False
+    chain = [c.to_cryptography().public_bytes(Encoding.DER) for c in served]
+    if missing.to_cryptography().public_bytes(Encoding.DER) not in chain:
+        # The certificate whose issuer is missing is one the server sent; if
+        # it is not in this chain, the chain is another handshake's: nothing
+        # is completed, and OpenSSL's verdict stands.
+        return False
     leaf = served[0]
     untrusted = list(served[1:])
-    ders = {c.to_cryptography().public_bytes(Encoding.DER) for c in served}
+    ders = set(chain)
 
     def add(der: bytes) -> int:
         if der in ders:
@@ -143,6 +171,9 @@ def _complete(conn: Any, context: Any, options: Options) -> bool:
         return 1
 
     state, _ = chase.chase_for(0, options)
+    # A Connection made without a socket reads from a memory BIO (an asyncio
+    # or Twisted transport); with one, its caller blocks (chase/core.py).
+    state.synchronous = conn.get_socket() is not None if hasattr(conn, "get_socket") else True
     ok, code, depth = False, codes.UNABLE_TO_GET_ISSUER_CERT_LOCALLY, 0
     verified: list[bytes] = []
     try:

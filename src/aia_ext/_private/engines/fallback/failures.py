@@ -11,18 +11,17 @@ the same ``verify_code`` (OpenSSL renumbered "invalid CA" from 24 to 79 in
 
 from __future__ import annotations
 
-import logging
 import os
-import re
 import ssl
 import threading
 
 from ... import binding
 from ... import x509_codes as codes
 from ...errors import UnsupportedPlatformError
+from ...logtext import get_logger
 from ...stdlib_ssl import new_plain_context
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 #: X509_V_ERR_INVALID_CA before OpenSSL 3.0, and after.
 _INVALID_CA_111, _INVALID_CA_3 = 24, 79
@@ -58,8 +57,8 @@ def message(code: int, hostname: str | None) -> str:
     return _openssl_text(code)
 
 
-def verification_error(code: int, hostname: str | None,
-                       detail: str = "") -> ssl.SSLCertVerificationError:
+def ssl_style_error(code: int, hostname: str | None,
+                    detail: str = "") -> ssl.SSLCertVerificationError:
     """The ``SSLCertVerificationError`` a plain ``ssl`` handshake would raise."""
     return codes.verification_error(code, detail, message=message(code, hostname),
                                     suffix=_suffix())
@@ -67,15 +66,27 @@ def verification_error(code: int, hostname: str | None,
 
 _suffix_lock = threading.Lock()
 _suffix_value: str | None = None
-_SUFFIX = re.compile(r"(\([^()]*:\d+\))\s*$")
+_SUFFIX = r"(\([^()]*:\d+\))\s*$"  # compiled by re on first use: not at import
+
+
+_probe_started = False
+_probe_lock = threading.Lock()  # not _suffix_lock: that one is held while probing
 
 
 def learn_suffix_soon() -> None:
     """Learn the suffix in a thread now, so that no first failure pays for the probe
-    (on an event loop's thread, it would stall every task for milliseconds)."""
-    if _suffix_value is None:
-        # Not a daemon: one killed at exit inside OpenSSL aborts the process.
-        threading.Thread(target=_suffix, name="aia_ext suffix probe").start()
+    (on an event loop's thread, it would stall every task for milliseconds).
+
+    One thread per process: under injection every context is enabled, and
+    each would otherwise start its own until the first probe finished.
+    """
+    global _probe_started
+    with _probe_lock:
+        if _probe_started or _suffix_value is not None:
+            return
+        _probe_started = True
+    # Not a daemon: one killed at exit inside OpenSSL aborts the process.
+    threading.Thread(target=_suffix, name="aia_ext suffix probe").start()
 
 
 def _suffix() -> str:
@@ -93,7 +104,9 @@ def _suffix() -> str:
     with _suffix_lock:
         if _suffix_value is None:
             try:
-                found = _SUFFIX.search(str(_probe_failure()))
+                import re
+
+                found = re.search(_SUFFIX, str(_probe_failure()))
                 _suffix_value = found.group(1) if found else ""
             except Exception:  # the wording only loses its suffix
                 log.debug("fallback: could not learn _ssl's error suffix", exc_info=True)

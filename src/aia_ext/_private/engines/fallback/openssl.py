@@ -23,7 +23,6 @@ This module holds raw pointers; every one is owned by a Python object with
 from __future__ import annotations
 
 import ipaddress
-import logging
 import os
 import re
 import tempfile
@@ -33,9 +32,9 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from ...errors import MissingDependencyError
-from ...logtext import escape
+from ...logtext import escape, get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 #: The functions this module calls; checked once, so that a cryptography
 #: release that drops one fails with a clear error instead of mid-handshake.
@@ -213,6 +212,51 @@ def accepts_host(name: str) -> bool:
         while len(_hosts_accepted) > _CACHE_ENTRIES:
             _hosts_accepted.popitem(last=False)
     return accepted
+
+
+_subject_lock = threading.Lock()
+_checks_subject: bool | None = None
+
+
+def checks_subject_name() -> bool:
+    """Whether this OpenSSL's host check falls back to the subject's common name.
+
+    OpenSSL 1.1.1 to 4.0 match a peer name against the subject CN when the
+    certificate has no DNS name in its subjectAltName (unless the caller
+    sets X509_CHECK_FLAG_NEVER_CHECK_SUBJECT, ``hostname_checks_common_name
+    = False``); the OpenSSL 4.1 in cryptography 51 no longer does, so a
+    CN-only leaf that plain ``ssl`` accepts would be refused with 62.
+    Learned once per process, by verifying a throwaway CN-only certificate
+    for its own name (issue 30, item 4); verify.py checks such names itself
+    where this says False.
+    """
+    global _checks_subject
+    with _subject_lock:
+        if _checks_subject is None:
+            _checks_subject = _probe_subject_name()
+        return _checks_subject
+
+
+def _probe_subject_name() -> bool:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "probe.invalid")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    day = datetime.timedelta(days=1)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(1)
+            .not_valid_before(now - day).not_valid_after(now + day)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    probe = Certificate(cert.public_bytes(serialization.Encoding.DER))
+    trust = TrustSet(0, [probe], (), ())
+    outcome = verify(trust.store(Config(0, "probe.invalid", None, 0x4, None)), probe, ())
+    return outcome.code == 0
 
 
 # ---- Trust sets and stores ---------------------------------------------------

@@ -27,7 +27,7 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.x509.oid import ExtensionOID, SignatureAlgorithmOID
 
 from ... import x509_codes as codes
@@ -48,20 +48,6 @@ _DIGEST_BITS = {
 }
 
 
-def security_level(context: ssl.SSLContext) -> int:
-    """The context's security level (``SSLContext.security_level``, 3.10+).
-
-    Before 3.10 (and on PyPy) ``ssl`` does not show it: the level a
-    ``set_ciphers("...@SECLEVEL=n")`` on the context set is used, else 2,
-    what CPython 3.10+ and Debian's OpenSSL configuration set, rather than
-    the laxer library default.
-    """
-    level = getattr(context, "security_level", None)
-    if level is None:
-        level = getattr(context, "__dict__", {}).get("_aia_seclevel", 2)
-    return max(0, min(int(level), 5))
-
-
 # ---- Key and signature strength -------------------------------------------
 
 def _modulus_bits(bits: int) -> int:
@@ -72,19 +58,51 @@ def _modulus_bits(bits: int) -> int:
     return 0
 
 
-def key_bits(cert: Any) -> int | None:
+#: id-dsa (RFC 3279 2.3.2), as DER content bytes.
+_DSA_OID = bytes.fromhex("2a8648ce380401")
+
+
+def _dsa_sizes(der: bytes) -> tuple[int, int] | None:
+    """The bit lengths of p and q of a DSA key's parameters, read from the certificate's
+    subjectPublicKeyInfo; None when the key is not DSA (or carries no parameters).
+
+    Read here, not through cryptography: from cryptography 51 every use of its
+    DSA classes warns that DSA is deprecated, and a verification must not
+    warn (``-W error`` would turn the warning into a failed handshake).
+    """
+    try:
+        _tag, start, end, _ = element(der, 0, len(der))
+        tbs = children(der, start, end, 1)[0]
+        fields = children(der, tbs[2], tbs[3], 2)
+        spki = fields[6 if fields[0][1] == 0xA0 else 5]  # after [0] version, if any
+        algorithm = children(der, spki[2], spki[3], 3)[0]
+        parts = children(der, algorithm[2], algorithm[3], 4)
+        if parts[0][1] != 0x06 or der[parts[0][2]:parts[0][3]] != _DSA_OID:
+            return None
+    except (DERError, IndexError, ValueError):
+        return None
+    try:
+        p, q = children(der, parts[1][2], parts[1][3], 5)[:2]
+    except (DERError, IndexError, ValueError):
+        return 0, 0  # parameters inherited or unreadable: no security OpenSSL can rate
+    return (int.from_bytes(der[p[2]:p[3]], "big").bit_length(),
+            int.from_bytes(der[q[2]:q[3]], "big").bit_length())
+
+
+def key_bits(cert: Any, der: bytes) -> int | None:
     """EVP_PKEY_get_security_bits of the certificate's key; None when cryptography
     cannot read the key (explicit curve parameters...): OpenSSL judges it then."""
+    dsa_sizes = _dsa_sizes(der)
+    if dsa_sizes is not None:
+        # BN_security_bits(L, N): also bounded by half the subgroup order's size.
+        p_bits, q_bits = dsa_sizes
+        return min(_modulus_bits(p_bits), q_bits // 2 if q_bits >= 160 else 0)
     try:
         key = cert.public_key()
     except Exception:  # noqa: BLE001 - an algorithm cryptography cannot load
         return None
     if isinstance(key, rsa.RSAPublicKey):
         return _modulus_bits(key.key_size)
-    if isinstance(key, dsa.DSAPublicKey):
-        # BN_security_bits(L, N): also bounded by half the subgroup order's size.
-        q_bits = key.parameters().parameter_numbers().q.bit_length()
-        return min(_modulus_bits(key.key_size), q_bits // 2 if q_bits >= 160 else 0)
     if isinstance(key, ec.EllipticCurvePublicKey):
         return int(key.curve.key_size) // 2
     if isinstance(key, ed25519.Ed25519PublicKey):
@@ -109,20 +127,20 @@ def signature_bits(cert: Any) -> int:
     return _DIGEST_BITS.get(digest.name, 0)
 
 
-def leaf_key_code(leaf: Any, level: int) -> int:
+def leaf_key_code(leaf: Any, der: bytes, level: int) -> int:
     """X509_verify_cert checks the leaf's key before anything else."""
-    bits = key_bits(leaf)
+    bits = key_bits(leaf, der)
     return codes.EE_KEY_TOO_SMALL if level and bits is not None and bits < _MIN_BITS[level] else 0
 
 
-def strength_code(path: Sequence[Any], level: int) -> tuple[int, int]:
+def strength_code(path: Sequence[Any], ders: Sequence[bytes], level: int) -> tuple[int, int]:
     """check_auth_level: issuers' keys, and every signature but the anchor's;
     (code, depth), (0, 0) when the path passes."""
     if not level:
         return 0, 0
     minimum = _MIN_BITS[level]
-    for depth, cert in enumerate(path):
-        bits = key_bits(cert) if depth > 0 else None
+    for depth, (cert, der) in enumerate(zip(path, ders)):
+        bits = key_bits(cert, der) if depth > 0 else None
         if bits is not None and bits < minimum:
             return codes.CA_KEY_TOO_SMALL, depth
         if depth < len(path) - 1 and signature_bits(cert) < minimum:

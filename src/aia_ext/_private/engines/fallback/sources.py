@@ -23,16 +23,15 @@ from __future__ import annotations
 
 import base64
 import functools
-import logging
 import os
 from typing import Any
 
 from ...bundle import labelled_pem_blocks
 from ...der import DERError, element
-from ...logtext import escape
+from ...logtext import escape, get_logger
 from ...stdlib_ssl import record_trust_sources
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 #: Bytes of one CA file read at most, and blocks taken from it.
 MAX_CA_FILE = 16 * 1024 * 1024
