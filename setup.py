@@ -92,7 +92,8 @@ class build_ext_or_explain(build_ext):
 # The strict, bounded HTTP/1.1 parser for AIA responses (docs/design.md), and
 # certifi for an empty system trust store.
 _COMMON = ["certifi", "h11>=0.16"]
-_NATIVE_REQUIRES = _COMMON + [
+_NATIVE_REQUIRES = [
+    *_COMMON,
     "cffi>=1.17; platform_python_implementation != 'PyPy'",
     "cryptography>=42; platform_python_implementation != 'PyPy'",
     # cryptography 44+ has no PyPy 3.9 wheel, and its sdist needs Rust crates.
@@ -104,9 +105,11 @@ _NATIVE_REQUIRES = _COMMON + [
 # cryptography's OpenSSL: required wherever this package is installed, PyPy's
 # included, so that pip installs it (or says it cannot) instead of a package
 # whose every context raises MissingDependencyError (issue 31, item 5).
-_PURE_REQUIRES = _COMMON + [
+_PURE_REQUIRES = [
+    *_COMMON,
     "cryptography>=42; platform_python_implementation != 'PyPy'",
-    # The releases with wheels that load there (docs/engines.md, "PyPy").
+    # The releases with wheels that load there (the PyPy line of
+    # docs/engines.md, "Supported Pythons and platforms").
     "cryptography>=42,<44; platform_python_implementation == 'PyPy' and python_version < '3.10'",
     "cryptography>=42,<47; platform_python_implementation == 'PyPy' and python_version >= '3.10'",
 ]

@@ -168,6 +168,22 @@ void aia_learn(X509_STORE_CTX *sctx, uintptr_t token);
 /* X509_free every certificate from index `from` on, then free the stack. */
 void aia_free_stack_from(OPENSSL_STACK *stack, int from);
 
+/* ---- Internal to csrc/: not in the cdef ---- */
+
+/* A parsed certificate (NULL unless `der` is exactly one), owned by the caller. */
+void *aia_ext_x509_new(const unsigned char *der, size_t len);
+/* Frees an offline handle (offline.c). */
+void aia_offline_free(void *handle);
+
+/* What a holder holds (aia_ext_holder.kind). */
+#define AIA_HOLDS_X509 1
+#define AIA_HOLDS_OFFLINE 2
+
+typedef struct {
+    int kind;
+    void *ptr;
+} aia_ext_holder;
+
 /* ---- The exported functions: aia_ext.cdef documents each ---- */
 
 int aia_ext_bind(const char *module_path, char *err, size_t errlen);
@@ -179,8 +195,9 @@ const char *aia_ext_verify_error_string(long code);
 
 int aia_ext_install(void *ssl_ctx, uintptr_t token);
 int aia_ext_uninstall(void *ssl_ctx);
-void *aia_ext_x509_new(const unsigned char *der, size_t len);
-void aia_ext_x509_free(void *cert);
+void *aia_ext_holder_alloc(size_t size);
+void aia_ext_holder_free(void *holder);
+int aia_ext_x509_parse(aia_ext_holder *holder, const unsigned char *der, size_t len);
 int aia_ext_add_untrusted(void *store_ctx, void *certificate);
 int aia_ext_chain_der(void *store_ctx, int index, unsigned char *out, int outlen);
 void aia_ext_learned_forget(void);
@@ -188,12 +205,12 @@ uint64_t aia_ext_chase_id_of(void *ssl);
 int aia_ext_peer_chain_der(void *ssl, int index, unsigned char *out, int outlen);
 int aia_ext_reads_memory(void *ssl);
 
-void *aia_ext_offline_new(void *ssl_ctx, const unsigned char **ders, const size_t *lens,
-                          int n, const char *host, int host_is_ip, int64_t at, int has_time);
+int aia_ext_offline_prepare(aia_ext_holder *holder, void *ssl_ctx, const unsigned char **ders,
+                            const size_t *lens, int n, const char *host, int host_is_ip,
+                            int64_t at, int has_time);
 int aia_ext_offline_verify(void *handle, uintptr_t token, uint64_t *chase_out);
 int aia_ext_offline_error(void *handle, int *depth);
 void *aia_ext_offline_store_ctx(void *handle);
-void aia_ext_offline_free(void *handle);
 
 /* ---- The Python side of the callback (cffi extern "Python+C") ---- */
 

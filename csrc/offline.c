@@ -13,7 +13,7 @@ typedef struct {
     OPENSSL_STACK *untrusted; /* every served certificate, leaf first */
 } aia_offline;
 
-void aia_ext_offline_free(void *handle)
+void aia_offline_free(void *handle)
 {
     aia_offline *off = (aia_offline *)handle;
     if (off == NULL || !aia_bound)
@@ -33,8 +33,8 @@ void aia_ext_offline_free(void *handle)
  * `host` (may be NULL) is checked as a DNS name, or as an IP address when
  * `host_is_ip`; `at` is the verification time when `has_time`.
  */
-void *aia_ext_offline_new(void *ssl_ctx, const unsigned char **ders, const size_t *lens,
-                          int n, const char *host, int host_is_ip, int64_t at, int has_time)
+static void *offline_new(void *ssl_ctx, const unsigned char **ders, const size_t *lens,
+                         int n, const char *host, int host_is_ip, int64_t at, int has_time)
 {
     SSL_CTX *ctx = (SSL_CTX *)ssl_ctx;
     aia_offline *off;
@@ -78,8 +78,23 @@ void *aia_ext_offline_new(void *ssl_ctx, const unsigned char **ders, const size_
         aia_ossl.X509_VERIFY_PARAM_set_time(param, (time_t)at);
     return off;
 fail:
-    aia_ext_offline_free(off);
+    aia_offline_free(off);
     return NULL;
+}
+
+int aia_ext_offline_prepare(aia_ext_holder *holder, void *ssl_ctx, const unsigned char **ders,
+                            const size_t *lens, int n, const char *host, int host_is_ip,
+                            int64_t at, int has_time)
+{
+    void *off;
+    if (holder == NULL || holder->ptr != NULL)
+        return 0;
+    off = offline_new(ssl_ctx, ders, lens, n, host, host_is_ip, at, has_time);
+    if (off == NULL)
+        return 0;
+    holder->kind = AIA_HOLDS_OFFLINE;
+    holder->ptr = off;
+    return 1;
 }
 
 int aia_ext_offline_verify(void *handle, uintptr_t token, uint64_t *chase_out)

@@ -293,10 +293,47 @@ void *aia_ext_x509_new(const unsigned char *der, size_t len)
     return cert;
 }
 
-void aia_ext_x509_free(void *cert)
+/*
+ * Holders (issue 32, item 11).  What C creates for Python to keep (a parsed
+ * X509, an offline handle) goes into a holder that Python already owns:
+ * cffi allocates it through ffi.new_allocator with these two functions, and
+ * registers aia_ext_holder_free before Python runs another bytecode.  A
+ * KeyboardInterrupt landing right after the C call that fills the holder
+ * cannot lose what it created, as it could between a returned pointer and
+ * ffi.gc().
+ */
+void *aia_ext_holder_alloc(size_t size)
 {
-    if (aia_bound && cert != NULL)
-        aia_ossl.X509_free((X509 *)cert);
+    if (size < sizeof(aia_ext_holder))
+        return NULL;
+    return calloc(1, size);
+}
+
+void aia_ext_holder_free(void *holder)
+{
+    aia_ext_holder *h = (aia_ext_holder *)holder;
+    if (h == NULL)
+        return;
+    if (h->ptr != NULL && aia_bound) {
+        if (h->kind == AIA_HOLDS_X509)
+            aia_ossl.X509_free((X509 *)h->ptr);
+        else if (h->kind == AIA_HOLDS_OFFLINE)
+            aia_offline_free(h->ptr);
+    }
+    free(h);
+}
+
+int aia_ext_x509_parse(aia_ext_holder *holder, const unsigned char *der, size_t len)
+{
+    X509 *cert;
+    if (holder == NULL || holder->ptr != NULL)
+        return 0;
+    cert = (X509 *)aia_ext_x509_new(der, len);
+    if (cert == NULL)
+        return 0;
+    holder->kind = AIA_HOLDS_X509;
+    holder->ptr = cert;
+    return 1;
 }
 
 int aia_ext_add_untrusted(void *store_ctx, void *certificate)

@@ -401,6 +401,38 @@ def test_the_sync_transport(leaf_only, aia, root_file):
     assert aia.hits[path] == 1
 
 
+@pytest.mark.parametrize("transport", ["sync", "async"])
+def test_httpx_transports_say_why_a_chain_failed(transport, aia, root, root_file, server):
+    """Issue 32, item 3: httpx showed only "[SSL: CERTIFICATE_VERIFY_FAILED] ...": the
+    reason sat in ``exc.__cause__.__context__``, which tracebacks leave out."""
+    intermediate = issue("Gone Intermediate", root, ca=True)
+    url = aia.serve(unique_path(), b"gone", status=410)
+    srv = server(issue("localhost", intermediate, aia=[url], dns=["localhost"]))
+    reason = f"aia_ext could not fetch the missing issuer ({url}: HTTP 410: Gone)"
+
+    def sync() -> httpx.ConnectError:
+        with httpx.Client(transport=AIATransport(verify=root_file)) as client:
+            with pytest.raises(httpx.ConnectError) as info:
+                client.get(srv.url)
+        return info.value
+
+    async def use_async() -> httpx.ConnectError:
+        async with httpx.AsyncClient(transport=AsyncAIATransport(verify=root_file)) as client:
+            with pytest.raises(httpx.ConnectError) as info:
+                await client.get(srv.url)
+        return info.value
+
+    error = sync() if transport == "sync" else asyncio.run(use_async())
+    assert str(error).startswith("[SSL: CERTIFICATE_VERIFY_FAILED]")
+    assert reason in str(error)
+    report = error.aia_report  # type: ignore[attr-defined]
+    assert report.verify_code == 20 and [f.url for f in report.failed] == [url]
+    if sys.version_info >= (3, 11):
+        assert error.__notes__ == [reason]
+    # The ssl error stays reachable, as httpx chains it.
+    assert isinstance(error.__cause__, httpx.ConnectError)
+
+
 def test_httpx_verify_forms(leaf_only, root_file, tmp_path):
     srv, _path = leaf_only
 

@@ -133,8 +133,9 @@ def test_the_command_without_an_action_shows_its_own_usage(capsys, monkeypatch, 
     monkeypatch.delenv("AIA_EXT_CACHE_DIR", raising=False)
     monkeypatch.chdir(tmp_path)
     assert cli.main(["intermediates", "update", "--url", "http://127.0.0.1:9/r.csv"]) == 1
-    assert capsys.readouterr().err == ("aia-ext: error: the pool was not changed: no cache "
-                                       "directory: pass --cache-dir or set AIA_EXT_CACHE_DIR\n")
+    assert capsys.readouterr().err == ("aia-ext: error: the pool was not changed "
+                                       "(http://127.0.0.1:9/r.csv): no cache directory: pass "
+                                       "--cache-dir or set AIA_EXT_CACHE_DIR\n")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -143,8 +144,9 @@ def test_update_writes_a_pool_every_context_with_the_cache_dir_uses(
     url = aia.serve(unique_path(".csv"), report(population))
     cache_dir = str(tmp_path / "cache")
     code, out, err = _update(url, cache_dir)
-    assert (code, err) == (0, "")
-    assert out == f"wrote 2000 intermediates to {os.path.join(cache_dir, POOL_FILE)}\n"
+    assert (code, err) == (0, f"downloading {url}\n")
+    assert out == (f"wrote 2000 intermediates from {url} to "
+                   f"{os.path.join(cache_dir, POOL_FILE)}\n")
     assert os.stat(cache_dir).st_mode & 0o077 == 0
     ctx = aia_ext.create_default_context(cafile=root_file, cache_dir=cache_dir,
                                          learn_intermediates=False)
@@ -214,7 +216,10 @@ def test_a_failed_update_changes_nothing(case, population, aia, tmp_path):
     if tracemalloc is not None:
         tracemalloc.stop()
     assert code == 1 and out == ""
-    assert err.startswith("aia-ext: error: the pool was not changed: ") and err.count("\n") == 1
+    # Where it was downloading from, and then the error, naming it again (issue 32).
+    started, error = err.splitlines()
+    assert started == f"downloading {url}"
+    assert error.startswith(f"aia-ext: error: the pool was not changed ({url}): ")
     assert Path(pool).read_bytes() == before
     assert elapsed < 20
     assert peak < 80 * 1024 * 1024  # bounded by the 32 MiB limit, never the body
@@ -259,3 +264,81 @@ def test_a_planted_pool_symlink_is_not_followed(population, root_file, server, t
     ctx = aia_ext.create_default_context(cafile=root_file, cache_dir=str(cache_dir),
                                          learn_intermediates=False)
     assert verify_code(ctx, _pupil(server, population[4])) == 20
+
+
+# ---- Issue 32, item 8: a mirror behind a private CA, progress, the URL in errors -------
+
+@pytest.fixture
+def https_mirror(root, tmp_path):
+    """An https server on 127.0.0.1 whose certificate the test root issued."""
+    import ssl
+
+    from aia_ext._private.testing import AIAServer, write_pem
+
+    leaf = issue("127.0.0.1", root, ips=["127.0.0.1"])
+    chain, key = tmp_path / "mirror.pem", tmp_path / "mirror.key"
+    write_pem(chain, leaf)
+    key.write_bytes(leaf.key_pem)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(chain), str(key))
+    with AIAServer(context) as mirror:
+        yield mirror
+
+
+def _update_with(*args: str) -> tuple[int, str, str]:
+    import contextlib
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = cli.main(["intermediates", "update", "--timeout", "20", *args], out=out)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_cafile_verifies_a_mirror_behind_a_private_ca(https_mirror, population, root_file,
+                                                     tmp_path):
+    url = https_mirror.serve("/report.csv", report(population[:50]))
+    assert url.startswith("https://127.0.0.1:")
+    cache_dir = str(tmp_path / "cache")
+    # The system store does not know the private root: refused, naming the URL.
+    code, out, err = _update_with("--url", url, "--cache-dir", cache_dir)
+    assert (code, out) == (1, "")
+    error = err.splitlines()[-1]
+    assert error.startswith(f"aia-ext: error: the pool was not changed ({url}): TLS error")
+    assert "CERTIFICATE_VERIFY_FAILED" in error
+    assert not os.path.exists(os.path.join(cache_dir, POOL_FILE))
+    code, out, err = _update_with("--url", url, "--cache-dir", cache_dir, "--cafile", root_file)
+    assert code == 0, err
+    assert out.startswith(f"wrote 50 intermediates from {url} to ")
+
+
+def test_a_cafile_that_holds_nothing_is_refused_naming_it(tmp_path):
+    missing = str(tmp_path / "nope.pem")
+    code, _out, err = _update_with("--url", "https://127.0.0.1:9/r.csv", "--cache-dir",
+                                   str(tmp_path / "c"), "--cafile", missing)
+    assert code == 1
+    assert f"(https://127.0.0.1:9/r.csv): --cafile {missing}: no certificate could be loaded" \
+        in err
+
+
+def test_a_slow_download_shows_progress(population, aia, tmp_path):
+    """Not a terminal (a CI log): a line every 2 s; a terminal gets one line rewritten."""
+    body = report(population)
+
+    def slowly(request: Any) -> None:
+        request.send_response(200)
+        request.send_header("Content-Length", str(len(body)))
+        request.end_headers()
+        step = len(body) // 5 + 1
+        for start in range(0, len(body), step):
+            request.wfile.write(body[start:start + step])
+            request.wfile.flush()
+            time.sleep(0.7)
+
+    url = aia.serve(unique_path(".csv"), b"", handler=slowly)
+    code, _out, err = _update_with("--url", url, "--cache-dir", str(tmp_path / "cache"))
+    assert code == 0, err
+    lines = err.splitlines()
+    assert lines[0] == f"downloading {url}"
+    assert 1 <= len(lines[1:]) <= 2
+    assert all(line.startswith("downloading: ") and line.endswith(" MiB received")
+               for line in lines[1:])

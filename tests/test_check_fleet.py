@@ -341,3 +341,69 @@ def test_a_closed_pipe_ends_quietly(pki, server, root_file):
     process.stdout.close()  # `| head -1`
     _out, err = process.communicate(timeout=60)
     assert err == b"" and process.returncode in (0, 141)
+
+
+def _without_timings(value: object) -> object:
+    if isinstance(value, dict):
+        return {k: _without_timings(v) for k, v in value.items()
+                if not (k == "ms" or k.endswith("_ms"))}
+    if isinstance(value, list):
+        return [_without_timings(v) for v in value]
+    return value
+
+
+def test_a_batch_gives_each_target_the_verdict_it_gets_alone(root, root_file, server, aia):
+    """Issue 32, item 1: the check learned intermediates from one target and used them
+    for the next, so a target whose caIssuers URL is dead read "incomplete" after a
+    sibling had sent its intermediate and "inconclusive" alone; targets sharing a URL
+    never fetched it.  Each target is now checked as a fresh client would check it."""
+    import random
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{closed.getsockname()[1]}/ca.der"
+    served = issue("Served Elsewhere", root, ca=True)
+    shared_inter = issue("Shared Intermediate", root, ca=True)
+    shared = aia.serve(unique_path(), shared_inter.der)
+    stranger = issue("Stranger Root", ca=True)
+    servers = {
+        # Sends the intermediate the dead-URL target lacks: a teacher, before issue 32.
+        "teacher": server(issue("localhost", served, dns=["localhost"]), [served]),
+        "dead-url": server(issue("localhost", served, aia=[dead], dns=["localhost"])),
+        "untrusted": server(issue("localhost", stranger, dns=["localhost"])),
+        "wrong-name": server(issue("elsewhere.example", served, dns=["elsewhere.example"]),
+                             [served]),
+        **{f"shared-{i}": server(issue("localhost", shared_inter, aia=[shared],
+                                       dns=["localhost"]))
+           for i in range(12)},
+    }
+    names = {target(srv): name for name, srv in servers.items()}
+    expected_verdicts = {"teacher": "ok", "dead-url": "inconclusive", "untrusted": "invalid",
+                         "wrong-name": "invalid",
+                         **{f"shared-{i}": "incomplete" for i in range(12)}}
+
+    def check(order: list[str], jobs: int) -> dict[str, object]:
+        before = aia.hits[aia.path_of(shared)]
+        code, records = run(*order, "-j", str(jobs), "--cafile", root_file)
+        # Every target that needs the shared URL fetches it: nobody learns it for them.
+        assert aia.hits[aia.path_of(shared)] - before == 12
+        assert code == 1  # the worst: invalid
+        return {names[r["target"]]: _without_timings(r) for r in records}
+
+    alone = {}
+    for name, srv in servers.items():
+        _, [record] = run(target(srv), "--cafile", root_file)
+        alone[name] = _without_timings(record)
+    assert {name: r["verdict"] for name, r in alone.items()} == expected_verdicts
+    in_order = list(names)
+    in_order.sort(key=lambda t: names[t] != "teacher")  # the teacher first
+    shuffled = in_order[:]
+    random.Random(32).shuffle(shuffled)
+    for order, jobs in ((in_order, 1), (shuffled, 1), (shuffled, 32),
+                        (list(reversed(in_order)), 32)):
+        batch = check(order, jobs)
+        assert set(batch) == set(alone)
+        for name, record in batch.items():
+            differing = {k: (v, alone[name].get(k)) for k, v in record.items()
+                         if alone[name].get(k) != v}
+            assert not differing, (name, jobs, differing)

@@ -89,3 +89,44 @@ def test_a_free_threaded_interpreter_without_its_gil_is_refused(monkeypatch):
         aia_ext.enable(ssl.create_default_context())
     monkeypatch.setattr(sys, "_is_gil_enabled", lambda: True, raising=False)
     assert aia_ext.engine_of(aia_ext.create_default_context()) is not None
+
+
+# ---- Issue 32, item 7: which engine runs, and why, where users look -------------------
+
+_BLOCK_NATIVE = ("import sys; sys.modules['aia_ext._native'] = None; "
+                 "from aia_ext._private.cli import main; sys.exit(main(['--version']))")
+
+
+@pytest.mark.engine_agnostic
+@pytest.mark.parametrize("how", ["auto", "AIA_EXT_ENGINE=fallback", "no native extension",
+                                 "AIA_EXT_ENGINE=bogus"])
+def test_version_names_the_engine_and_why(how, tmp_path):
+    from .helpers import run_python
+
+    env = {"AIA_EXT_ENGINE": how.partition("=")[2]} if "=" in how else {"AIA_EXT_ENGINE": ""}
+    code = (_BLOCK_NATIVE if how == "no native extension" else
+            "import sys; from aia_ext._private.cli import main; sys.exit(main(['--version']))")
+    result = run_python(code, tmp_path, **env)
+    assert result.returncode == 0, result.stderr
+    version, engine_line = result.stdout.splitlines()
+    assert version == f"aia_ext {aia_ext.__version__}"
+    if how == "auto" and native_available():
+        assert engine_line.startswith(f"engine: native (in the {ssl.OPENSSL_VERSION}")
+    elif how == "AIA_EXT_ENGINE=fallback":
+        assert engine_line == "engine: fallback (AIA_EXT_ENGINE=fallback)"
+    elif how == "no native extension":
+        # As a pure wheel, or a source install without a compiler, has it.
+        assert engine_line.startswith("engine: fallback (aia_ext was installed without its "
+                                      "native extension (the pure wheel, or a source install "
+                                      "without a C compiler)")
+    elif how == "AIA_EXT_ENGINE=bogus":
+        assert engine_line.startswith("engine: none: AIA_EXT_ENGINE must be one of")
+
+
+@pytest.mark.engine_agnostic
+def test_the_demo_names_its_engine(capsys):
+    from aia_ext._private.cli import main
+    from aia_ext._private.engines import describe
+
+    assert main(["demo"]) == 0
+    assert f"  engine:            {describe()}\n" in capsys.readouterr().out

@@ -16,6 +16,7 @@ got an untrusted server accepted.
 
 from __future__ import annotations
 
+import platform
 import socket
 import ssl
 import threading
@@ -32,6 +33,8 @@ from aia_ext._private.testing import issue, write_pem
 from .connections import TRANSPORTS, ask, open_connection, outcome
 from .helpers import native_available
 from .renegotiation import RenegotiatingServer, renegotiation_available
+
+IS_PYPY = platform.python_implementation() == "PyPy"
 
 needs_renegotiation = pytest.mark.skipif(
     renegotiation_available() is not None, reason=str(renegotiation_available()))
@@ -211,15 +214,19 @@ def test_a_handshake_completed_by_the_first_read_or_write(first, server_name, pk
                 conn.settimeout(0.3)
             results = [outcome(lambda: FIRST_CALLS[first](conn))]
             conn.settimeout(30)
-            results += [outcome(lambda: ask(conn, b"PING")),
-                        outcome(lambda: conn.getpeercert(True) is not None)]
+            results += [outcome(lambda: ask(conn, b"PING"))]
+            if not IS_PYPY:
+                # PyPy's own getpeercert() raises ValueError after a handshake that
+                # a read or write completed, with or without aia_ext.
+                results += [outcome(lambda: conn.getpeercert(True) is not None)]
             conn.close()
             return results
 
     plain, ours = run("plain"), run("aia")
     if server_name == "leaf_only":
         # Refused by plain ssl, completed by aia_ext: as a verified connection goes.
-        assert plain[0][0] != "ok" and plain[-1] == ("ValueError",)
+        assert plain[0][0] != "ok"
+        assert IS_PYPY or plain[-1] == ("ValueError",)
         srv = servers("good")
         assert ours == run("aia")
     else:
@@ -253,6 +260,11 @@ def test_renegotiation(transport, to, pki, servers):
         assert plain[2][:2] == ("refused", 20)
         assert ours == [("ok", None), ("ok", b"PONG"), ("ok", b"DONE"), ("ok", b"PONG"),
                         ("ok", True)]
+    elif IS_PYPY and plain[2][0] == "refused":
+        # PyPy's getpeercert() still answers with the first handshake's
+        # certificate after a refused renegotiation; a refused fallback connection
+        # answers as a failed handshake does.  Never with the refused certificate.
+        assert ours[:4] == plain[:4] and ours[4] in (("ValueError",), plain[4])
     else:
         assert ours == plain
     assert srv.handshakes() - before == 2
@@ -382,7 +394,7 @@ def test_server_connections_never_copy_a_client_window(pki, root, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # PROTOCOL_TLS, as servers use it
         dual = aia_ext.SSLContext(ssl.PROTOCOL_TLS)
-    dual.load_cert_chain(chain, key)
+    dual.load_cert_chain(str(chain), str(key))  # PyPy 3.9 takes no Path here
     dual.load_verify_locations(pki["root_file"])
     dual.verify_mode = ssl.CERT_REQUIRED
     listener = socket.create_server(("127.0.0.1", 0))
@@ -451,4 +463,5 @@ def test_every_caller_meets_the_verifier(how, pki, servers):
                 result = outcome(conn.do_handshake)
                 read = outcome(lambda: conn.recv(5))
     assert result[:2] == ("refused", 20)
-    assert read[0] in ("SSLEOFError", "ok")  # as a connection whose handshake failed
+    # As a connection whose handshake failed: EOF on CPython; PyPy repeats the failure.
+    assert read[0] in ("SSLEOFError", "ok") or (IS_PYPY and read[0] == "refused")

@@ -54,6 +54,39 @@ def test_an_untrusted_root_after_a_fetch_is_explained(make_chain, server, root_f
         assert "CN=a root nobody trusts is not in the trust store" in error.__notes__[0]
 
 
+@pytest.mark.parametrize("shape", ["untrusted root", "dead url", "two levels, top dead"])
+def test_the_warning_and_the_exception_give_the_same_cause(shape, make_chain, server, root_file,
+                                                            aia, caplog):
+    """Issue 32, item 2: with an untrusted root the WARNING ended "CN=... Intermediate
+    CA: no caIssuers URL" (the intermediate's own lack of a URL) while the note said
+    the root is not in the trust store; pip shows only the WARNING."""
+    import logging
+
+    from aia_ext._private.records import explain
+
+    if shape == "untrusted root":
+        chain = make_chain(issuer_root=issue("a root nobody trusts", ca=True))
+        cause = "its issuer CN=a root nobody trusts is not in the trust store"
+    elif shape == "dead url":
+        chain = make_chain(serve=False)
+        cause = f"could not fetch the missing issuer ({chain.urls[0]}: HTTP 404"
+    else:
+        chain = make_chain(levels=2)
+        aia.serve(aia.path_of(chain.urls[1]), b"gone", status=410)
+        cause = (f"aia_ext added CN=Intermediate 0 from {chain.urls[0]}; its issuer "
+                 f"CN=Intermediate 1 is not in the trust store")
+    ctx = aia_ext.create_default_context(cafile=root_file)
+    with caplog.at_level(logging.WARNING, logger="aia_ext"):
+        error = _failure(ctx, server(chain.leaf))
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    sentence = explain(error.aia_report)  # type: ignore[attr-defined]
+    assert cause in sentence
+    assert warning.endswith(": " + sentence)
+    assert "no caIssuers URL" not in warning
+    if HAS_NOTES:
+        assert error.__notes__ == [sentence]
+
+
 def test_a_failed_fetch_is_explained(server, root, root_file, aia):
     inter = issue("Intermediate", root, ca=True)
     url = aia.serve(unique_path(), b"gone", status=410)

@@ -299,3 +299,38 @@ def test_an_expired_learned_intermediate_on_disk_gives_way_to_the_fetch(root, ro
     assert verify_code(ctx, pupil) == 0
     assert aia.hits[path] == 1
     assert old.der not in learned.store
+
+
+def _names(count: int) -> list[str]:
+    return ["localhost"] + [f"name-{i:05d}.bulk.example" for i in range(count)]
+
+
+@pytest.mark.parametrize("size", ["ordinary", "over-16-KiB"])
+def test_an_oversized_intermediate_is_verified_but_not_learned(size, root, root_file, server):
+    """Issue 32, item 11: a learned entry's size is capped (MAX_LEARNED_DER), and the
+    store is bounded in bytes as well as in count."""
+    big = size == "over-16-KiB"
+    intermediate = issue("Bulky Intermediate", root, ca=True, dns=_names(800 if big else 0))
+    assert (len(intermediate.der) > learned.MAX_LEARNED_DER) == big
+    teacher = server(issue("localhost", intermediate, dns=["localhost"]), [intermediate])
+    pupil = server(issue("localhost", intermediate, dns=["localhost"]))
+    ctx = aia_ext.create_default_context(cafile=root_file)
+    assert verify_code(ctx, teacher) == 0  # verified whatever its size
+    assert verify_code(ctx, pupil) == (20 if big else 0)
+    assert (intermediate.der in learned.store) == (not big)
+
+
+def test_the_learned_store_is_bounded_in_bytes(root, root_file, server, monkeypatch):
+    monkeypatch.setattr(learned, "MAX_LEARNED_BYTES", 3 * 4096)
+    ctx = aia_ext.create_default_context(cafile=root_file)
+    ders = []
+    for i in range(8):
+        intermediate = issue(f"Padded Intermediate {i}", root, ca=True, dns=_names(110))
+        assert 3000 < len(intermediate.der) <= 4096
+        teacher = server(issue("localhost", intermediate, dns=["localhost"]), [intermediate])
+        assert verify_code(ctx, teacher) == 0
+        assert intermediate.der in learned.store  # each is learned...
+        ders.append(intermediate.der)
+    # ... and the oldest go first, to stay within the bytes.
+    assert learned.store.held() <= 3 * 4096
+    assert [der in learned.store for der in ders] == [False] * 5 + [True] * 3

@@ -15,7 +15,8 @@ worlds:
 The aia world must give, for every call, what ``plain`` gives, except where
 aia_ext completes a chain: a connection whose first verification happens
 while aia_ext is enabled on its context (and that context trusts the root)
-must behave as in ``done``.  Renegotiations go to complete chains only, on
+must behave as in ``done``; under the fallback, only if aia_ext was also enabled
+on the context that made the connection.  Renegotiations go to complete chains only, on
 which both references agree.
 
 ``AIA_EXT_STATEFUL_EXAMPLES`` sets the number of sequences (default 25 per
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import os
 import ssl
+import sys
 from typing import Any, ClassVar
 
 import pytest
@@ -44,6 +46,7 @@ from hypothesis.stateful import (  # noqa: E402
 )
 
 import aia_ext  # noqa: E402
+from aia_ext._private import engines  # noqa: E402
 from aia_ext._private.stdlib_ssl import new_plain_context  # noqa: E402
 
 from .connections import TRANSPORTS, ask, open_connection, outcome  # noqa: E402
@@ -58,6 +61,7 @@ RENEGOTIATE_TO = ("good", "untrusted", "other_name")
 EXAMPLES = int(os.environ.get("AIA_EXT_STATEFUL_EXAMPLES", "25"))
 #: Connections open at once per world, at most.
 MAX_OPEN = 4
+IS_PYPY = sys.implementation.name == "pypy"
 
 
 class _Servers:
@@ -74,9 +78,13 @@ class _Servers:
 
 class Connection:
     def __init__(self, worlds: dict[str, Any], version: str,
-                 reference: str | None = None) -> None:
+                 reference: str | None = None, made_enabled: bool = False) -> None:
         self.worlds = worlds
         self.version = version
+        #: Whether aia_ext was enabled on the aia world's context when the
+        #: connection was made: under the fallback, one made by a plain context
+        #: stays plain ssl's (docs/engines.md).
+        self.made_enabled = made_enabled
         #: The world the aia one follows, chosen at its first verification (or
         #: inherited with a session); the other reference world is closed then.
         self.reference = reference
@@ -164,7 +172,8 @@ class Sequences(RuleBasedStateMachine):
         servers = self.servers
         worlds = {w: open_connection(context.worlds[w], servers.address(w, first), transport)
                   for w in WORLDS}
-        conn = Connection(worlds, "1.3" if first == "good13" else "1.2")
+        conn = Connection(worlds, "1.3" if first == "good13" else "1.2",
+                          made_enabled=aia_ext.is_enabled(context.worlds["aia"]))
         self.open.append(conn)
         return conn
 
@@ -189,7 +198,8 @@ class Sequences(RuleBasedStateMachine):
                 worlds[w] = open_connection(context.worlds[w], servers.address(w, first),
                                             transport, session=session)
             results[w] = outcome(connect)
-        new = Connection(worlds, earlier.version, earlier.reference)
+        new = Connection(worlds, earlier.version, earlier.reference,
+                         made_enabled=aia_ext.is_enabled(context.worlds["aia"]))
         self._compare(new, results)
         if not results or len(worlds) < len(results):  # refused in every world alike
             for conn in worlds.values():
@@ -240,25 +250,30 @@ class Sequences(RuleBasedStateMachine):
         """Run ``call`` on the connection in every world it runs in; True when it did."""
         if conn.closed:
             return False
+        if conn.failed and IS_PYPY:
+            # See _agree(): what PyPy's own ssl does next varies, even to success.
+            self._close(conn)
+            return False
         self.counts["calls"] += 1
         if conn.reference is None:
             self.counts["verifications"] += 1
             # The first call that may verify: the aia world follows `done` when
             # aia_ext completes chains on the context it is verified against now.
             ctx = conn.worlds["aia"].context
-            completes = aia_ext.is_enabled(ctx) and self.trust_of.get(id(ctx)) == "root"
+            completes = (aia_ext.is_enabled(ctx) and self.trust_of.get(id(ctx)) == "root"
+                         and (conn.made_enabled or engines.select() is not engines.FALLBACK))
             conn.reference = "done" if completes else "plain"
             other = "plain" if completes else "done"
             conn.worlds.pop(other).close()
         results = {w: outcome(lambda w=w: call(conn.worlds[w])) for w in conn.worlds}
         self._compare(conn, results)
-        if results["aia"][0] != "ok":
+        if results["aia"][0] != "ok" or any(_pypy_noise(r) for r in results.values()):
             conn.failed = True
         return results["aia"][0] == "ok"
 
     def _compare(self, conn: Connection, results: dict[str, tuple[Any, ...]]) -> None:
         for world, result in results.items():
-            assert result == results["aia"], (world, results)
+            assert _agree(result, results["aia"], conn.failed), (world, results)
 
     def _close(self, conn: Connection) -> None:
         if not conn.closed:
@@ -276,6 +291,40 @@ class Sequences(RuleBasedStateMachine):
         for conn in list(self.open):
             self._close(conn)
         aia_ext.extract_from_ssl()
+
+
+def _agree(reference: tuple[Any, ...], ours: tuple[Any, ...], failed_before: bool) -> bool:
+    """Whether two worlds' outcomes of one call agree.
+
+    On a connection that failed before, every call must fail again in both
+    worlds, but which error the socket gives then depends on TCP timing, in
+    plain ssl as well (``SSLEOFError``, ``ConnectionResetError``, a read of
+    ``b""``): there the failure is compared, not its type.
+    """
+    if reference == ours:
+        return True
+    if failed_before:
+        return _dead(reference) and _dead(ours)
+    return _pypy_noise(reference) or _pypy_noise(ours)
+
+
+def _dead(result: tuple[Any, ...]) -> bool:
+    return result[0] != "ok" or result == ("ok", b"")
+
+
+def _pypy_noise(result: tuple[Any, ...]) -> bool:
+    """A refusal with verify code 0 ("ok") from PyPy's own ``_ssl``.
+
+    PyPy 7.3.11's ``_ssl``, with no aia_ext enabled, gives it with two
+    connections open to one renegotiating server: on a renegotiation to a
+    certificate the other connection refused (code 20), even on one to a
+    certificate its context trusts, and the next ``do_handshake()`` may then
+    succeed (an error left over from the other connection, it seems).  CPython
+    gives the connection's own verdict every time.  Such a result says nothing
+    about the call, so it is not compared, and the connection is not used again
+    on PyPy.
+    """
+    return IS_PYPY and result[:2] == ("refused", 0)
 
 
 def _names(conn: Connection) -> tuple[str, ...]:

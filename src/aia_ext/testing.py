@@ -15,6 +15,18 @@ HTTP at the leaf's caIssuers URL (``ca_issuers_url``; also in
 ``intermediate_file``), and an HTTPS server (``url``, ``port``) that sends
 only its leaf.  Plain ``ssl`` fails on it with verify code 20.
 
+``Lab(problem=...)`` breaks it further, as servers in the field are broken,
+for testing your own error handling: ``"untrusted-root"``,
+``"dead-ca-issuers"``, ``"slow-ca-issuers"`` (``delay=`` seconds),
+``"wrong-name"``, ``"expired-leaf"`` or ``"two-missing-levels"``;
+``lab.expected_verify_code`` is what aia_ext then reports::
+
+    with Lab(problem="dead-ca-issuers") as lab:
+        ctx = aia_ext.create_default_context(cafile=lab.root_file)
+        with pytest.raises(urllib.error.URLError) as info:
+            urllib.request.urlopen(lab.url, context=ctx)
+        assert info.value.reason.verify_code == lab.expected_verify_code  # 20
+
 With pytest, add ``pytest_plugins = ["aia_ext.testing"]`` to a conftest.py
 and take the ``aia_lab`` fixture: a started ``Lab``, closed after the test.
 Needs the ``cryptography`` package (the lab issues its certificates).
@@ -24,9 +36,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from ._private.lab import Lab
+from ._private.lab import PROBLEMS, Lab, LabProblem
 
-__all__ = ["Lab", "aia_lab"]
+__all__ = ["PROBLEMS", "Lab", "LabProblem", "aia_lab"]
 
 
 def _lab() -> Iterator[Lab]:

@@ -177,9 +177,92 @@ def test_failure_is_reported_once_with_subject_urls_and_reasons(aia, root, root_
     assert len(warnings) == 1
     line = warnings[0]
     assert "CN=reported.example" in line and "verify error 20 at depth 0" in line
-    assert "ldap://ldap.example/cn=ca (refused by policy: scheme 'ldap' is not fetched)" in line
-    assert f"{gone} (HTTP 404" in line
-    assert f"{junk} (parse error: no certificate in the response)" in line
+    assert "ldap://ldap.example/cn=ca: refused by policy: scheme 'ldap' is not fetched" in line
+    assert f"{gone}: HTTP 404" in line
+    assert f"{junk}: parse error: no certificate in the response" in line
     fetch_lines = [r for r in caplog.records if r.levelno == logging.DEBUG
                    and r.getMessage().startswith("fetch of ")]
     assert len(fetch_lines) == 2  # fetches are logged at DEBUG
+
+
+def test_finished_reports_are_bounded_in_bytes(aia, root, root_file, server):
+    """Issue 32, item 11: each failed handshake's report kept the DER path it built, 1,024
+    of them, so hostile 30 KB certificates grew memory by ~31 KiB per handshake up to
+    ~32 MiB.  The store now holds at most MAX_FINISHED_BYTES (8 MiB)."""
+    import gc
+    import socket
+    import ssl
+    import tracemalloc
+
+    from aia_ext._private.chase import finished
+
+    inter = issue("Intermediate", root, ca=True)
+    names = ["localhost"] + [f"name-{i:05d}.bulk.example" for i in range(1500)]
+    leaf = issue("localhost", inter, aia=[aia.url(unique_path())], dns=names)  # a 404
+    assert len(leaf.der) > 30_000
+    srv = server(leaf)
+    ctx = tight_context(root_file)
+
+    def fail_once() -> None:
+        with socket.create_connection(srv.address, timeout=30) as raw:
+            with pytest.raises(ssl.SSLCertVerificationError) as info:
+                ctx.wrap_socket(raw, server_hostname="localhost")
+        assert info.value.verify_code == 20
+
+    full = finished.MAX_FINISHED_BYTES // len(leaf.der) + 20
+    tracemalloc.start()  # before the store fills: what it drops later is counted
+    try:
+        for _ in range(full):
+            fail_once()
+        kept, held = finished.held()
+        assert held <= finished.MAX_FINISHED_BYTES and kept < full
+        gc.collect()
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(100):
+            fail_once()
+        gc.collect()  # a failed handshake's exception and frames form cycles
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    # 100 more failures at ~31 KiB each would be ~3 MiB; the oldest reports go instead.
+    assert grown < 1024 * 1024, f"{grown} bytes more after 100 failed handshakes"
+    assert finished.held()[1] <= finished.MAX_FINISHED_BYTES
+
+
+@pytest.mark.parametrize("cache", ["memory", "disk"])
+@pytest.mark.parametrize("order", ["strict first", "permissive first"])
+def test_allow_private_applies_to_cached_answers(order, cache, aia, root_file, server,
+                                                 make_chain, tmp_path):
+    """Issue 32, item 6: a context with allow_private=False refused a private caIssuers
+    URL's fetch, yet used the answer another context had fetched from it: the verdict
+    depended on which context ran first.  Now it is the same either way, as with
+    url_filter, from the memory cache and from a shared cache_dir alike."""
+    import socket
+    import ssl
+
+    import aia_ext
+
+    chain = make_chain()
+    srv = server(chain.leaf)
+    shared = {"cache_dir": str(tmp_path / "cache")} if cache == "disk" else {}
+
+    def strict() -> tuple[int, tuple[str, ...]]:
+        ctx = tight_context(root_file, allow_private=False, **shared)
+        with socket.create_connection(srv.address, timeout=30) as raw:
+            with pytest.raises(ssl.SSLCertVerificationError) as info:
+                ctx.wrap_socket(raw, server_hostname="localhost")
+        report = info.value.aia_report  # type: ignore[attr-defined]
+        return info.value.verify_code, tuple(f.reason for f in report.failed)
+
+    expected = (20, ("refused by policy: private address 127.0.0.1 (allow_private=False): "
+                     "loopback",))
+    if order == "strict first":
+        assert strict() == expected
+        assert aia.hits[chain.paths[0]] == 0
+    assert verify_code(tight_context(root_file, **shared), srv) == 0
+    assert aia.hits[chain.paths[0]] == 1
+    if cache == "disk":
+        aia_ext.clear_cache()  # only the disk keeps the answer now
+    assert strict() == expected
+    assert verify_code(tight_context(root_file, **shared), srv) == 0
+    assert aia.hits[chain.paths[0]] == 1  # the permissive context still uses it

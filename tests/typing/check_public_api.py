@@ -33,3 +33,15 @@ def sources(report: aia_ext.Report) -> list[str]:
 
 def verdict(result: Diagnosis) -> bool:
     return result.verified
+
+
+def options_as_a_dataclass(options: aia_ext.Options) -> aia_ext.Options:
+    # Issue 32, item 10: Options is documented as a frozen dataclass, so the
+    # dataclasses functions type-check on it, and a misspelt field is an error.
+    import dataclasses
+
+    names: list[str] = [f.name for f in dataclasses.fields(options)]
+    as_dict: dict[str, object] = dataclasses.asdict(options)
+    assert names and as_dict
+    # (A misspelt name in replace() is a TypeError naming it: tests/test_options.py.)
+    return dataclasses.replace(options, timeout=1.0)

@@ -367,6 +367,29 @@ def _check(args: argparse.Namespace, out: TextIO) -> int:
     return findings.EXIT_CODES[worst]
 
 
+def _lab_problems() -> tuple[str, ...]:
+    # Written out, not imported: the lab module needs cryptography, --help must not.
+    return ("untrusted-root", "dead-ca-issuers", "slow-ca-issuers", "wrong-name",
+            "expired-leaf", "two-missing-levels")
+
+
+class _Version(argparse.Action):
+    """``--version``: the version, and which engine runs here and why (a source install
+    without a compiler goes pure with a warning only ``pip install -v`` shows)."""
+
+    def __init__(self, option_strings: list[str], version: str, dest: str = argparse.SUPPRESS,
+                 help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+        self.version = version
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        from .engines import describe
+
+        sys.stdout.write(f"{self.version}\nengine: {describe()}\n")
+        parser.exit()
+
+
 def _parser() -> argparse.ArgumentParser:
     from .._version import __version__  # the version module is tiny; kept with --version
 
@@ -374,13 +397,17 @@ def _parser() -> argparse.ArgumentParser:
         prog="aia-ext",
         description="Complete incomplete TLS certificate chains via AIA caIssuers.",
     )
-    parser.add_argument("--version", action="version", version=f"aia_ext {__version__}")
+    parser.add_argument("--version", action=_Version, version=f"aia_ext {__version__}",
+                        help="show the version and the engine contexts get here, and exit")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     demo = commands.add_parser(
         "demo", help="show an incomplete chain failing, then completed (local)")
     demo.add_argument("--serve", action="store_true",
                       help="keep a lab running instead: a leaf-only HTTPS server, its "
                            "caIssuers URL and root CA file, until interrupted")
+    demo.add_argument("--problem", choices=_lab_problems(), default=None,
+                      help="with --serve: break the lab further, to test error handling "
+                           "against (docs/usage.md, \"A lab to test against\")")
     demo.add_argument("--dir", help="with --serve: where to write root.pem (default: a new "
                                     "temporary directory, kept)")
     intermediates = commands.add_parser(
@@ -401,6 +428,9 @@ def _parser() -> argparse.ArgumentParser:
     update.add_argument("--cache-dir", help="the cache directory (default: AIA_EXT_CACHE_DIR)")
     update.add_argument("--timeout", type=float, default=None,
                         help="seconds the download may take (default 120)")
+    update.add_argument("--cafile", default=None,
+                        help="CA certificates (PEM) that verify an https --url, instead of "
+                             "the system store: a mirror behind a private CA")
     check = commands.add_parser(
         "check", help="diagnose servers' or certificates' chains",
         description="Diagnose why chains do or do not verify, and what their servers should "
@@ -447,12 +477,15 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     if args.command == "demo":
         from .demo import run_demo, serve_lab  # the test PKI: only for `demo`
 
-        return serve_lab(out, args.dir) if args.serve else run_demo(out)
+        if args.problem is not None and not args.serve:
+            raise _Usage("--problem needs --serve")
+        return serve_lab(out, args.dir, args.problem) if args.serve else run_demo(out)
     if args.command == "intermediates" and args.action == "update":
         from . import update  # the CCADB report: only for this command
 
         return update.run(args.cache_dir, args.url or update.DEFAULT_URL,
-                          update.DEFAULT_TIMEOUT if args.timeout is None else args.timeout, out)
+                          update.DEFAULT_TIMEOUT if args.timeout is None else args.timeout, out,
+                          args.cafile)
     if args.command != "check":
         getattr(args, "usage_of", parser).print_help(sys.stderr)
         return EXIT_USAGE

@@ -8,14 +8,17 @@ verify code 20) and with aia_ext (succeeds after one fetch).  No internet.
 
 from __future__ import annotations
 
+import functools
 import http.client
 import logging
 import os
+import shlex
 import ssl
 import tempfile
 from typing import Callable, TextIO
 
 from .api import create_default_context
+from .engines import describe
 from .testing import AIAServer, TLSServer, issue, write_pem
 
 
@@ -59,6 +62,7 @@ def run_demo(out: TextIO) -> int:
 
         with TLSServer(leaf) as server:
             say("aia_ext demo: everything below runs on 127.0.0.1, no internet needed.")
+            say(f"  engine:            {describe()}")
             say(f"  trusted root:      {root.subject}  ({root_file})")
             say(f"  HTTPS server:      https://localhost:{server.port}/ sends ONLY its leaf")
             say(f"                     ({leaf.subject}, issued by {intermediate.subject})")
@@ -110,25 +114,35 @@ def run_demo(out: TextIO) -> int:
     return 0
 
 
-def serve_lab(out: TextIO, directory: str | None) -> int:
-    """``aia-ext demo --serve``: keep a lab up until interrupted (issue 25)."""
+def serve_lab(out: TextIO, directory: str | None, problem: str | None = None) -> int:
+    """``aia-ext demo --serve``: keep a lab up until interrupted (issues 25 and 32)."""
     import signal
     import threading
 
-    from .lab import Lab
+    from .lab import PROBLEMS, Lab
+
+    assert problem is None or problem in PROBLEMS
 
     directory = directory or tempfile.mkdtemp(prefix="aia-ext-lab-")
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        with Lab(directory) as lab:
-            print("aia_ext lab on 127.0.0.1 (Ctrl-C stops it; the files stay):", file=out)
-            print(f"  root CA (cafile):      {lab.root_file}", file=out)
-            print(f"  intermediate:          {lab.intermediate_file}", file=out)
-            print(f"  HTTPS, leaf only:      {lab.url}", file=out)
-            print(f"  caIssuers URL:         {lab.ca_issuers_url}", file=out)
-            print(f"  try:  aia-ext check {lab.url} --cafile {lab.root_file}", file=out,
-                  flush=True)
+        with Lab(directory, problem=problem) as lab:  # type: ignore[arg-type]
+            say = functools.partial(print, file=out)
+            say("aia_ext lab on 127.0.0.1 (Ctrl-C stops it; the files stay):")
+            say(f"  engine:                {describe()}")
+            say(f"  problem:               {problem or 'none (only the intermediate is missing)'}")
+            say(f"  aia_ext verify code:   {lab.expected_verify_code}")
+            say(f"  root CA (cafile):      {lab.root_file}")
+            say(f"  intermediate:          {lab.intermediate_file}")
+            say(f"  HTTPS, leaf only:      {lab.url}")
+            say(f"  caIssuers URL:         {lab.ca_issuers_url}")
+            say("  docs/usage.md's examples trust the system store, so in the shell that runs")
+            say("  them make this lab's root that store, and use this lab's URL for theirs:")
+            say(f"    export SSL_CERT_FILE={shlex.quote(lab.root_file)}")
+            say(f"    (https://example.com/ -> {lab.url})")
+            say(f"  try:  aia-ext check {lab.url} --cafile {shlex.quote(lab.root_file)}",
+                flush=True)
             try:
                 while not stop.wait(0.5):
                     pass

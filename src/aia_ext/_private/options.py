@@ -16,7 +16,8 @@ from .pool import EMPTY, IntermediatesPool
 
 TYPE_CHECKING = False  # typing's, without importing typing (~3 ms)
 if TYPE_CHECKING:
-    from typing import Any, Callable, TypedDict, TypeVar, Union
+    from dataclasses import Field
+    from typing import Any, Callable, ClassVar, TypedDict, TypeVar, Union
 
 if TYPE_CHECKING:
     from .der import ParsedCertificate
@@ -96,7 +97,7 @@ class _DataclassFields:
             import dataclasses
 
             shadow = dataclasses.make_dataclass(
-                "Options", [(name, Any, dataclasses.field(default=getattr(DEFAULT, name)))
+                "Options", [(name, object, dataclasses.field(default=getattr(DEFAULT, name)))
                             for name in FIELDS], frozen=True)
             self._fields = vars(shadow)["__dataclass_fields__"]
         return self._fields
@@ -129,7 +130,12 @@ class Options:
     """
 
     __slots__ = FIELDS
-    __dataclass_fields__ = _DataclassFields()
+    if TYPE_CHECKING:
+        # typeshed's DataclassInstance protocol: what dataclasses.fields(),
+        # replace() and asdict() take, so they type-check on Options (issue 32).
+        __dataclass_fields__: ClassVar[dict[str, Field[Any]]]
+    else:
+        __dataclass_fields__ = _DataclassFields()
 
     timeout: float
     deadline: float

@@ -281,7 +281,8 @@ class TLSServer:
     """A TLS server on 127.0.0.1 that serves a given chain and answers HTTP.
 
     Each connection: handshake, then answer every request head with "200 ok"
-    (keep-alive) until the client closes or sends "Connection: close".
+    (keep-alive) until the client closes or sends "Connection: close"; an
+    HTTP/1.0 request is answered and the connection closed.
     ``chain`` is what the server sends: the leaf first, then whatever
     intermediates it is configured with (none, for the incomplete-chain case).
     """
@@ -369,7 +370,13 @@ class TLSServer:
                     received += len(data)
                     buffered += data
                 head, _, buffered = buffered.partition(b"\r\n\r\n")
-                closing = b"connection: close" in head.lower()
+                lowered = head.lower()
+                # HTTP/1.0 closes after each response unless the client asked to
+                # keep the connection (RFC 9112, section 9.3): a 1.0 client waiting
+                # for the close must not wait out the idle timeout.
+                old_client = lowered.split(b"\r\n", 1)[0].endswith(b"http/1.0")
+                closing = (b"connection: close" in lowered
+                           or (old_client and b"connection: keep-alive" not in lowered))
                 tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
                             b"Content-Length: 3\r\n"
                             + (b"Connection: close\r\n" if closing else b"")

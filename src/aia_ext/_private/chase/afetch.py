@@ -29,7 +29,15 @@ from ..stdlib_ssl import new_plain_context
 from . import addresses, http1
 from .cache import CacheEntry, current
 from .core import entry_from_body, failed_entry, internal_error_entry
-from .fetch import Hop, connect_failure, describe, hop_for, remaining
+from .fetch import (
+    Hop,
+    connect_failure,
+    describe,
+    hop_for,
+    note_destination,
+    private_destinations,
+    remaining,
+)
 from .policy import check_url
 
 if TYPE_CHECKING:
@@ -52,13 +60,17 @@ async def entry_for(url: str, options: Options, deadline_at: float) -> tuple[Cac
 
 async def _network_entry(url: str, options: Options, deadline_at: float) -> CacheEntry:
     started = time.monotonic()
+    reached: list[str] = []
+    token = private_destinations.set(reached)
     try:
         body = await fetch_url(url, options, deadline_at)
     except FetchError as exc:
         return failed_entry(url, exc, started)
     except Exception as exc:  # noqa: BLE001 - a bug on this path fails this URL, closed
         return internal_error_entry(url, exc, started)
-    return entry_from_body(url, body, started)
+    finally:
+        private_destinations.reset(token)
+    return entry_from_body(url, body, started, reached)
 
 
 async def fetch_url(url: str, options: Options, deadline_at: float) -> bytes:
@@ -147,9 +159,12 @@ async def _connect(hop: Hop, options: Options) -> tuple[asyncio.StreamReader,
                 continue
         try:
             # The checked address itself, so a second resolution cannot swap it.
-            return await asyncio.open_connection(
+            streams = await asyncio.open_connection(
                 str(sockaddr[0]), int(sockaddr[1]), family=family, ssl=tls,
                 server_hostname=hop.tls_server_name if tls is not None else None)
+            if not hop.via_proxy:
+                note_destination(str(sockaddr[0]), options)
+            return streams
         except ssl.SSLError as exc:
             raise FetchError("TLS error", str(exc)) from None
         except OSError as exc:

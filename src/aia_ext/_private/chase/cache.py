@@ -49,6 +49,9 @@ class CacheEntry:
     expires_at: float = field(default=0.0, compare=False)  # time.monotonic()
     shareable: bool = True  # False: valid only under the policy that produced it
     from_disk: bool = field(default=False, compare=False)  # loaded from the disk cache
+    #: The refusal ``allow_private=False`` gives the destination this answer came
+    #: from, or None (a public one): checked on every use (issue 32, item 6).
+    private: str | None = field(default=None, compare=False)
     #: What the chase derived from ``certificates`` for a given child issuer
     #: (so a warm hit does no name matching or encoding); filled lazily.
     derived: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)

@@ -32,7 +32,7 @@ from ..logtext import escape, get_logger
 from ..x509_codes import MISSING_ISSUER
 from . import cause, finished, learned
 from .cache import NEGATIVE_TTL, CacheEntry, current, success_expiry
-from .fetch import fetch_url
+from .fetch import fetch_url, private_destinations
 from .policy import url_refusal
 from .response import certificates_in_response
 
@@ -125,6 +125,9 @@ class Chase:
     #: a transport's memory BIO (``ssl.SSLObject``: asyncio, anyio), whose
     #: handshake on a loop's thread is a coroutine's (issue 31, item 4).
     synchronous: bool = True
+    #: URLs whose answer came from a private destination, and the refusal
+    #: ``allow_private=False`` gives it: the disk cache keeps it with the answer.
+    private_urls: dict[str, str] = field(default_factory=dict)
 
 
 #: Issuer names memoized per cache entry (a real entry sees one or two).
@@ -210,16 +213,21 @@ def _candidates_for(child: ParsedCertificate,
 
 def _network_entry(url: str, options: Options, deadline_at: float) -> CacheEntry:
     started = time.monotonic()
+    reached: list[str] = []
+    token = private_destinations.set(reached)
     try:
         body = fetch_url(url, options, deadline_at)
     except FetchError as exc:
         return failed_entry(url, exc, started)
     except Exception as exc:  # noqa: BLE001 - a bug on this path fails this URL, closed
         return internal_error_entry(url, exc, started)
-    return entry_from_body(url, body, started)
+    finally:
+        private_destinations.reset(token)
+    return entry_from_body(url, body, started, reached)
 
 
-def entry_from_body(url: str, body: bytes, started: float) -> CacheEntry:
+def entry_from_body(url: str, body: bytes, started: float,
+                    private: Sequence[str] = ()) -> CacheEntry:
     """The cache entry for a fetched body (parsing counts against the deadline too)."""
     fetched = time.monotonic()
     try:
@@ -233,7 +241,8 @@ def entry_from_body(url: str, body: bytes, started: float) -> CacheEntry:
     fetch_ms = (fetched - started) * 1000
     log.debug("fetched %s: %d bytes, %d certificate(s) in %.1f ms (+%.2f ms parsing)",
               escape(url), len(body), len(certs), fetch_ms, parse_ms)
-    return CacheEntry(url, certs, None, len(body), fetch_ms, parse_ms, success_expiry(certs))
+    return CacheEntry(url, certs, None, len(body), fetch_ms, parse_ms, success_expiry(certs),
+                      private=private[0] if private else None)
 
 
 def failed_entry(url: str, exc: FetchError, started: float) -> CacheEntry:
@@ -262,10 +271,11 @@ def _lookup(chase: Chase, url: str, child: ParsedCertificate) -> tuple[CacheEntr
     if chase.options.cache_dir is not None:
         from . import diskcache  # opt-in: its imports (tempfile...) only when enabled
 
-        certs = diskcache.load(chase.options.cache_dir, url)
-        if certs is not None:
+        loaded = diskcache.load_entry(chase.options.cache_dir, url)
+        if loaded is not None:
+            certs, private = loaded
             entry = CacheEntry(url, certs, None, sum(len(c.der) for c in certs), 0.0, 0.0,
-                               success_expiry(certs), from_disk=True)
+                               success_expiry(certs), from_disk=True, private=private)
             candidates = _candidates_for(child, entry)
             if candidates and diskcache.issued_child(child.der, [c[0] for c in candidates]):
                 current().put(entry)
@@ -416,6 +426,14 @@ def _missing(chase: Chase, der: bytes, depth: int, error: int, add: AddUntrusted
         if entry is None:
             chase.attempts.append(Attempt(url, subject, source))
             continue
+        if entry.private is not None and not chase.options.allow_private:
+            # An answer another context fetched from a destination this one
+            # refuses: refused as the fetch itself would be, whatever the order
+            # the contexts ran in, as url_filter is (issue 32, item 6).
+            chase.attempts.append(Attempt(url, subject, entry.private))
+            continue
+        if entry.private is not None:
+            chase.private_urls[url] = entry.private
         network = source == "network"
         attempt = Attempt(url, subject, entry.error or "ok", source,
                           entry.nbytes, entry.fetch_ms + entry.parse_ms if network else 0.0,
@@ -460,7 +478,7 @@ def _store_on_disk(chase: Chase, directory: str, verified: Sequence[bytes]) -> N
         if added.source in ("network", "memory cache") and added.der in on_path:
             by_url.setdefault(added.url, []).append(added.der)
     for url, certs in by_url.items():
-        diskcache.store(directory, url, certs)
+        diskcache.store(directory, url, certs, private=chase.private_urls.get(url))
 
 
 def _forget_disk_entries(chase: Chase, directory: str) -> None:

@@ -49,6 +49,8 @@ from .response import certificates_in_response
 log = get_logger(__name__)
 
 _MAGIC = "# aia_ext disk cache v1"
+#: The line, after the URL, of an answer that came from a private destination.
+_PRIVATE = b"# private: "
 #: Bytes read from one entry at most.
 MAX_ENTRY_BYTES = 256 * 1024
 #: Directories whose trust was decided, remembered (the options of a process
@@ -178,6 +180,13 @@ def _read(where: _Directory, name: str, limit: int = MAX_ENTRY_BYTES) -> bytes |
 
 def load(directory: str, url: str) -> tuple[ParsedCertificate, ...] | None:
     """The unexpired certificates cached for ``url``, or None."""
+    loaded = load_entry(directory, url)
+    return None if loaded is None else loaded[0]
+
+
+def load_entry(directory: str, url: str) -> tuple[tuple[ParsedCertificate, ...], str | None] | None:
+    """The unexpired certificates cached for ``url`` and, when they came from a private
+    destination, the refusal ``allow_private=False`` gives it; or None."""
     where = _open(directory, create=False)
     if where is None:
         return None
@@ -192,6 +201,10 @@ def load(directory: str, url: str) -> tuple[ParsedCertificate, ...] | None:
             or url_line.decode("latin-1") != f"# url: {url}":
         log.debug("disk cache: ignoring %s (not an aia_ext entry for %s)", path, escape(url))
         return None
+    private = None
+    if body.startswith(_PRIVATE):
+        private_line, _, body = body.partition(b"\n")
+        private = private_line[len(_PRIVATE):].decode("ascii", "replace")
     try:
         certs = tuple(certificates_in_response(body))
     except FetchError as exc:
@@ -200,7 +213,7 @@ def load(directory: str, url: str) -> tuple[ParsedCertificate, ...] | None:
     if min(c.not_after for c in certs) <= time.time():
         log.debug("disk cache: %s has expired", escape(path))
         return None
-    return certs
+    return certs, private
 
 
 def issued_child(child: bytes, candidates: list[bytes]) -> bool:
@@ -243,11 +256,16 @@ def discard(directory: str, url: str) -> None:
             log.debug("disk cache: cannot delete the entry for %s: %s", escape(url), escape(exc))
 
 
-def store(directory: str, url: str, certs: list[bytes]) -> None:
-    """Write ``certs`` (DER) for ``url`` atomically; failures are logged, not raised."""
+def store(directory: str, url: str, certs: list[bytes], private: str | None = None) -> None:
+    """Write ``certs`` (DER) for ``url`` atomically; failures are logged, not raised.
+    ``private``: the refusal allow_private=False gives the destination they came from."""
     if not certs or "\n" in url or "\r" in url:
         return
-    content = f"{_MAGIC}\n# url: {url}\n" + "".join(_pem(d) for d in certs)
+    origin = ""
+    if private is not None:
+        origin = _PRIVATE.decode() + "".join(c if c.isprintable() and c.isascii() else "?"
+                                             for c in private) + "\n"
+    content = f"{_MAGIC}\n# url: {url}\n{origin}" + "".join(_pem(d) for d in certs)
     where = _open(directory, create=True)
     if where is None:
         return

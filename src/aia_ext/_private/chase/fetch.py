@@ -31,6 +31,7 @@ import socket
 import ssl
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import NamedTuple
 from urllib.parse import urljoin, urlsplit
 
@@ -42,6 +43,22 @@ from . import addresses, http1
 from .policy import check_url
 
 log = get_logger(__name__)
+
+#: While a fetch runs: what ``allow_private=False`` would have refused among the
+#: destinations it reached (allowed because the fetching context allows private
+#: ones).  The answer keeps the first, so a context that does not allow them
+#: refuses the cached answer as it would the fetch (issue 32, item 6).
+private_destinations: ContextVar[list[str] | None] = ContextVar(
+    "aia_ext_private_destinations", default=None)
+
+
+def note_destination(address: str, options: Options) -> None:
+    """Record ``address`` (reached, or about to be through a proxy) if it is private."""
+    found = private_destinations.get()
+    if found is not None and options.allow_private:
+        refusal = addresses.refusal(address, False)
+        if refusal is not None:
+            found.append(refusal)
 
 
 def describe(exc: OSError) -> str:
@@ -126,6 +143,7 @@ def _check_proxied_host(host: str, options: Options) -> None:
         refusal = addresses.refusal(str(literal), options.allow_private)
         if refusal is not None:
             raise FetchError(refusal)
+        note_destination(str(literal), options)
         return
     try:
         infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM,
@@ -136,14 +154,17 @@ def _check_proxied_host(host: str, options: Options) -> None:
         refusal = addresses.refusal(str(info[4][0]), options.allow_private)
         if refusal is not None:
             raise FetchError(refusal)
+        note_destination(str(info[4][0]), options)
     if infos:
         return
     name = addresses.canonical_host(host)
     if name in addresses.METADATA_NAMES:
         raise FetchError(f"refused by policy: {escape(name)} names a cloud metadata endpoint")
-    if not options.allow_private and (name == "localhost" or name.endswith(".localhost")):
+    if name == "localhost" or name.endswith(".localhost"):
         # RFC 6761: localhost names the loopback, whoever resolves it.
-        raise FetchError("refused by policy: localhost through a proxy (allow_private=False)")
+        if not options.allow_private:
+            raise FetchError("refused by policy: localhost through a proxy (allow_private=False)")
+        note_destination("127.0.0.1", options)
 
 
 def connect_failure(hop: Hop, reason: str, detail: str) -> FetchError:
@@ -175,6 +196,8 @@ def _connect(hop: Hop, options: Options, deadline_at: float) -> socket.socket:
         try:
             sock.settimeout(min(options.timeout, remaining(deadline_at)))
             sock.connect(sockaddr)
+            if not hop.via_proxy:
+                note_destination(str(sockaddr[0]), options)
             return sock
         except socket.timeout:
             sock.close()
@@ -189,7 +212,8 @@ def _connect(hop: Hop, options: Options, deadline_at: float) -> socket.socket:
 
 
 def _one_hop(url: str, options: Options, deadline_at: float,
-             progress: Callable[[int], None] | None = None) -> http1.Response:
+             progress: Callable[[int], None] | None = None,
+             tls: ssl.SSLContext | None = None) -> http1.Response:
     hop = hop_for(url, options)
     received = 0
     sock = _connect(hop, options, deadline_at)
@@ -197,8 +221,10 @@ def _one_hop(url: str, options: Options, deadline_at: float,
         if hop.tls_server_name is not None:
             # A context no injection has touched: an https fetch must not chase
             # AIA itself (docs/design.md, "Fetch policy").
-            context = new_plain_context(ssl.PROTOCOL_TLS_CLIENT)
-            context.load_default_certs()
+            context = tls
+            if context is None:
+                context = new_plain_context(ssl.PROTOCOL_TLS_CLIENT)
+                context.load_default_certs()
             sock.settimeout(remaining(deadline_at))
             sock = context.wrap_socket(sock, server_hostname=hop.tls_server_name)
 
@@ -228,12 +254,15 @@ def _one_hop(url: str, options: Options, deadline_at: float,
 
 
 def fetch_url(url: str, options: Options, deadline_at: float,
-              progress: Callable[[int], None] | None = None) -> bytes:
+              progress: Callable[[int], None] | None = None,
+              tls: ssl.SSLContext | None = None) -> bytes:
     """GET ``url`` under ``options``; the body, or FetchError with the reason.
 
     ``deadline_at`` is the verification's absolute deadline (time.monotonic());
     this fetch also stops at ``options.timeout`` from now.  ``progress`` is
-    called with the bytes received so far (``aia-ext intermediates update``).
+    called with the bytes received so far, and ``tls`` (a plain context)
+    verifies https servers instead of the system store (both for ``aia-ext
+    intermediates update``).
     """
     fetch_deadline = min(deadline_at, time.monotonic() + options.timeout)
     if options.fetcher is not None:
@@ -241,7 +270,7 @@ def fetch_url(url: str, options: Options, deadline_at: float,
     current = url
     for _hop_number in range(options.max_redirects + 1):
         check_url(current, options)
-        response = _one_hop(current, options, fetch_deadline, progress)
+        response = _one_hop(current, options, fetch_deadline, progress, tls)
         if response.status == 200:
             return response.body
         if response.status not in http1.REDIRECTS:

@@ -17,26 +17,54 @@ if TYPE_CHECKING:
 
 #: Finished chases kept; a report asked for later than this is None.
 MAX_FINISHED = 1024
+#: And the certificates they hold, in bytes: a chase keeps the DER of the path
+#: it built and of what it added, so 1,024 chases of hostile 100 KB chains would
+#: hold ~100 MB (issue 32, item 11).  The oldest go first; a chase larger than
+#: this on its own is not kept (its report is None, its exception keeps its note).
+MAX_FINISHED_BYTES = 8 * 1024 * 1024
+#: What a chase costs besides its certificates (its fields, attempts and lists).
+_OVERHEAD = 1024
 #: Called with every finished chase (the benchmarks' timing breakdown).
 observers: list[Callable[[Chase], None]] = []
 
-_finished: OrderedDict[int, Chase] = OrderedDict()
+_finished: OrderedDict[int, tuple[Chase, int]] = OrderedDict()  # id -> (chase, its size)
+_held = 0  # bytes the kept chases hold
 _lock = threading.Lock()
 
 
+def size_of(chase: Chase) -> int:
+    """The bytes a finished chase keeps alive, about: its certificates and texts."""
+    ders = sum(map(len, chase.built)) + sum(map(len, chase.path))
+    ders += sum(len(added.der) for added in chase.added)
+    ders += sum(len(url) + len(child) for url, child in chase.deferred)
+    texts = sum(len(a.url) + len(a.outcome) + len(a.for_subject) for a in chase.attempts)
+    return _OVERHEAD + ders + texts
+
+
 def record(chase: Chase) -> None:
+    global _held
+    size = size_of(chase)
     with _lock:
-        _finished[chase.id] = chase
-        while len(_finished) > MAX_FINISHED:
-            _finished.popitem(last=False)
+        if size <= MAX_FINISHED_BYTES:
+            _finished[chase.id] = (chase, size)
+            _held += size
+        while _finished and (len(_finished) > MAX_FINISHED or _held > MAX_FINISHED_BYTES):
+            _held -= _finished.popitem(last=False)[1][1]
     for observer in tuple(observers):
         observer(chase)
+
+
+def held() -> tuple[int, int]:
+    """(chases kept, bytes they hold): for tests and the benchmarks."""
+    with _lock:
+        return len(_finished), _held
 
 
 def get(chase_id: int) -> Chase | None:
     """A finished chase, if it is still among the most recent MAX_FINISHED."""
     with _lock:
-        return _finished.get(chase_id)
+        kept = _finished.get(chase_id)
+    return None if kept is None else kept[0]
 
 
 def _after_fork_in_child() -> None:

@@ -7,7 +7,8 @@ server merely sent), only from a client verification that was required and
 succeeded, and they are only ever untrusted chain material: the verifier
 still decides (docs/design.md, invariant 1).
 
-- In memory: process-wide, at most ``MAX_LEARNED`` certificates, least
+- In memory: process-wide, at most ``MAX_LEARNED`` certificates and
+  ``MAX_LEARNED_BYTES`` of DER (none over ``MAX_LEARNED_DER``), least
   recently used dropped first, indexed like the intermediates pool (by
   subject key identifier and by name), so a lookup is constant time.
 - On disk, when ``cache_dir`` is set: one disk-cache entry per subject name
@@ -42,6 +43,12 @@ log = get_logger(__name__)
 #: and index: 5.5 MiB at the bound for ECDSA intermediates, ~16 MiB for RSA ones;
 #: benchmarks/run.py's learned_memory row measures it).
 MAX_LEARNED = 10_000
+#: And in bytes of DER: 10,000 certificates of a hostile private CA's 30 KB would
+#: be 300 MB (issue 32, item 11).  Real intermediates are 1-2.5 KB.
+MAX_LEARNED_BYTES = 16 * 1024 * 1024
+#: A certificate larger than this is not learned (it is still verified, and can
+#: still be fetched or sent): no public intermediate comes near it.
+MAX_LEARNED_DER = 16 * 1024
 #: Certificates kept on disk under one subject name (re-keyed CAs share names).
 MAX_PER_NAME_ON_DISK = 8
 
@@ -53,6 +60,7 @@ class _Store:
         self._lock = threading.Lock()
         self._certs: OrderedDict[bytes, ParsedCertificate] = OrderedDict()
         self._index = IssuerIndex()
+        self._bytes = 0  # DER held
 
     def __contains__(self, der: object) -> bool:
         with self._lock:
@@ -62,17 +70,29 @@ class _Store:
         with self._lock:
             return len(self._certs)
 
+    def held(self) -> int:
+        """Bytes of DER held."""
+        with self._lock:
+            return self._bytes
+
     def add(self, cert: ParsedCertificate) -> bool:
         """Remember ``cert``; whether it was new."""
+        if len(cert.der) > MAX_LEARNED_DER:
+            return False
         with self._lock:
             if cert.der in self._certs:
                 self._certs.move_to_end(cert.der)
                 return False
             self._certs[cert.der] = cert
+            self._bytes += len(cert.der)
             self._index.add(cert)
-            while len(self._certs) > MAX_LEARNED:
-                self._index.remove(self._certs.popitem(last=False)[1])
+            while len(self._certs) > MAX_LEARNED or self._bytes > MAX_LEARNED_BYTES:
+                self._drop(self._certs.popitem(last=False)[1])
             return True
+
+    def _drop(self, cert: ParsedCertificate) -> None:
+        self._index.remove(cert)
+        self._bytes -= len(cert.der)
 
     def issuers_of(self, child: ParsedCertificate) -> list[ParsedCertificate]:
         """Unexpired learned issuers of ``child``.  An expired one is dropped: added
@@ -83,8 +103,8 @@ class _Store:
             found = self._index.issuers_of(child)
             for cert in found:
                 if cert.not_after <= now:
-                    self._index.remove(cert)
                     del self._certs[cert.der]
+                    self._drop(cert)
                 else:
                     self._certs.move_to_end(cert.der)
             return [c for c in found if c.not_after > now]
@@ -93,6 +113,7 @@ class _Store:
         with self._lock:
             self._certs.clear()
             self._index.clear()
+            self._bytes = 0
 
 
 store = _Store()
@@ -109,6 +130,10 @@ def learn(ders: Iterable[bytes], options: Options) -> int:
     new: list[ParsedCertificate] = []
     for der in ders:
         if der in store:
+            continue
+        if len(der) > MAX_LEARNED_DER:
+            log.debug("learned intermediates: a certificate of %d bytes is not kept (over %d)",
+                      len(der), MAX_LEARNED_DER)
             continue
         try:
             cert = parse_certificate(der)

@@ -92,6 +92,35 @@ def select() -> Engine:
     return NATIVE if NATIVE.available() else FALLBACK
 
 
+def describe() -> str:
+    """Which engine new contexts get here, and why: ``aia-ext --version`` and the demo
+    say it, as a source install without a compiler goes pure silently otherwise
+    (issue 32, item 7)."""
+    try:
+        choice = _choice()
+        refuse_without_gil()
+    except (ValueError, UnsupportedPlatformError) as exc:
+        return f"none: {exc}"
+    why_not_native = ""
+    if choice != "fallback":
+        try:
+            NATIVE.require()
+        except UnsupportedPlatformError as exc:
+            if choice == "native":
+                return f"none: AIA_EXT_ENGINE=native, but {exc}"
+            why_not_native = str(exc)
+        else:
+            import ssl
+
+            return f"native (in the {ssl.OPENSSL_VERSION} that Python's ssl uses)"
+    import importlib.util
+
+    why = "AIA_EXT_ENGINE=fallback" if choice == "fallback" else why_not_native
+    if importlib.util.find_spec("cryptography") is None:
+        return f"none: the fallback engine needs cryptography, not installed ({why})"
+    return f"fallback ({why})"
+
+
 def enabled_engine(context: object) -> Engine | None:
     """The engine chasing on ``context``, or None."""
     if is_pyopenssl_context(context):

@@ -56,11 +56,12 @@ class NativeEngine:
             weakref.WeakKeyDictionary())
         self._lock = threading.Lock()
         self._callbacks_defined = False
-        #: DER -> parsed X509 (freed with aia_ext_x509_free), most recently used
-        #: last.  Fetched issuers recur across handshakes; parsing each once
+        #: DER -> holder of its parsed X509 (freed with the holder), most recently
+        #: used last.  Fetched issuers recur across handshakes; parsing each once
         #: saves OpenSSL 3.0's slow d2i_X509 on every warm-cache handshake.
         self._parsed: OrderedDict[bytes, Any] = OrderedDict()
         self._parsed_lock = threading.Lock()
+        self._new_holder: Any = None  # cffi's allocator of holders, made on first use
 
     # -- the seam ---------------------------------------------------------
 
@@ -153,13 +154,14 @@ class NativeEngine:
             host = ffi.NULL
         else:
             host = hostname.encode() if is_ip else hostname.encode("idna")
-        handle = lib.aia_ext_offline_new(
-            binding.ssl_ctx_pointer(context), ffi.new("const unsigned char *[]", blobs),
-            ffi.new("size_t[]", [len(d) for d in ders]), len(ders), host, 1 if is_ip else 0,
-            int(at.timestamp()) if at is not None else 0, 1 if at is not None else 0)
-        if handle == ffi.NULL:
+        holder = self._holder(ffi, lib)
+        if not lib.aia_ext_offline_prepare(
+                holder, binding.ssl_ctx_pointer(context),
+                ffi.new("const unsigned char *[]", blobs),
+                ffi.new("size_t[]", [len(d) for d in ders]), len(ders), host, 1 if is_ip else 0,
+                int(at.timestamp()) if at is not None else 0, 1 if at is not None else 0):
             raise ValueError("OpenSSL could not load the chain (or allocate memory)")
-        handle = ffi.gc(handle, lib.aia_ext_offline_free)
+        handle = holder.ptr  # valid while `holder` lives, to the end of this function
         chase_id = ffi.new("uint64_t *")
         with self._lock:
             token = self._tokens.get(context, 0)
@@ -170,6 +172,7 @@ class NativeEngine:
         depth = ffi.new("int *")
         code = 0 if ok else int(lib.aia_ext_offline_error(handle, depth))
         chain = binding.store_chain(lib.aia_ext_offline_store_ctx(handle)) if ok else []
+        del holder  # frees the handle (the chain's DER was copied out)
         return OfflineResult(ok, code, int(depth[0]), tuple(chain), int(chase_id[0]))
 
     # -- the C side -------------------------------------------------------
@@ -189,15 +192,22 @@ class NativeEngine:
             if x509 is not None:
                 self._parsed.move_to_end(der)
                 return x509
-        x509 = lib.aia_ext_x509_new(der, len(der))
-        if x509 == ffi.NULL:
+        holder = self._holder(ffi, lib)
+        if not lib.aia_ext_x509_parse(holder, der, len(der)):
             return None
-        x509 = ffi.gc(x509, lib.aia_ext_x509_free)
         with self._parsed_lock:
-            self._parsed[der] = x509
+            self._parsed[der] = holder
             while len(self._parsed) > MAX_PARSED:
                 self._parsed.popitem(last=False)
-        return x509
+        return holder
+
+    def _holder(self, ffi: Any, lib: Any) -> Any:
+        """An empty ``aia_ext_holder *`` that Python owns from the start: what C puts in
+        it is freed with it, even if an interrupt lands right after C fills it."""
+        if self._new_holder is None:
+            self._new_holder = ffi.new_allocator(lib.aia_ext_holder_alloc,
+                                                 lib.aia_ext_holder_free)
+        return self._new_holder("aia_ext_holder *")
 
     def _define_callbacks(self, ffi: Any, lib: Any) -> None:
         options_by_token = self._options
@@ -217,8 +227,9 @@ class NativeEngine:
             state.synchronous = lib.aia_ext_reads_memory(ssl_ptr) != 1
 
             def add(cert_der: bytes) -> int:
-                x509 = self._x509(ffi, lib, cert_der)
-                return -1 if x509 is None else int(lib.aia_ext_add_untrusted(store_ctx, x509))
+                holder = self._x509(ffi, lib, cert_der)  # alive through the call
+                return (-1 if holder is None
+                        else int(lib.aia_ext_add_untrusted(store_ctx, holder.ptr)))
 
             return chase.on_missing_issuer(state, bytes(ffi.buffer(der, der_len)), depth,
                                            error, add, lambda: binding.store_chain(store_ctx))

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import os
 import ssl
+import sys
 import threading
 
 from ...stdlib_ssl import (
@@ -253,6 +254,8 @@ class _Tap:
 
 #: Whether this interpreter's _ssl has the message callback (CPython 3.8+, PyPy).
 HAS_TAP = hasattr(C_BASE, "_msg_callback")
+#: Whether removing the callback races with a handshake on another thread.
+_NONE_RACES = sys.implementation.name == "pypy"
 
 
 def install_tap(context: object) -> None:
@@ -267,10 +270,13 @@ def remove_tap(context: object) -> None:
     if not HAS_TAP:
         return
     current = C_BASE._msg_callback.__get__(context)
-    if isinstance(current, _Tap):
-        try:
-            C_BASE._msg_callback.__set__(context, current.inner)
-        except TypeError:
-            # PyPy's setter takes no None: the router stays, and reaches only
-            # connections that have verifiers.
-            pass
+    if not isinstance(current, _Tap):
+        return
+    if current.inner is None and _NONE_RACES:
+        # PyPy's _ssl checks the context's callback for None and then calls it
+        # again, in Python: set to None from another thread in between, a
+        # handshake under way calls None (and its setter raises TypeError after
+        # taking None).  The router stays; it reaches only connections that have
+        # verifiers, and passes everything else to nobody.
+        return
+    C_BASE._msg_callback.__set__(context, current.inner)

@@ -34,8 +34,15 @@ class VerifiedSession:
 
 
 def session_id(session: object) -> bytes:
+    # CPython gives bytes; PyPy's _ssl gives a list of ints.  Anything else (an
+    # object we do not know) has no identity we could vouch for.
     value = getattr(session, "id", b"")
-    return bytes(value) if isinstance(value, (bytes, bytearray)) else b""
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
+    if isinstance(value, (list, tuple)) and all(
+            isinstance(b, int) and 0 <= b < 256 for b in value):
+        return bytes(value)
+    return b""
 
 
 _lock = threading.Lock()
