@@ -130,3 +130,29 @@ def test_the_demo_names_its_engine(capsys):
 
     assert main(["demo"]) == 0
     assert f"  engine:            {describe()}\n" in capsys.readouterr().out
+
+
+class _Masked(ssl.SSLContext):
+    """A subclass whose ``__class__`` is a read-only property, as truststore's is."""
+
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:
+        return ssl.SSLContext
+
+
+@pytest.mark.fallback_only  # only the fallback switches a context's class
+def test_a_context_that_cannot_change_class_is_refused_clearly(engine, caplog):
+    """pip's vendored truststore defines ``__class__`` as a property: under injection with
+    the fallback, assigning it raised AttributeError out of pip's own context creation."""
+    import logging
+
+    with pytest.raises(aia_ext.UnsupportedPlatformError, match="cannot become"):
+        aia_ext.enable(_Masked(ssl.PROTOCOL_TLS_CLIENT))
+    aia_ext.inject_into_ssl()
+    try:
+        with caplog.at_level(logging.WARNING, logger="aia_ext"):
+            made = _Masked(ssl.PROTOCOL_TLS_CLIENT)  # made, left to OpenSSL, said once
+        assert not aia_ext.is_enabled(made)
+        assert "cannot become" in caplog.text
+    finally:
+        aia_ext.extract_from_ssl()

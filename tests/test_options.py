@@ -183,3 +183,26 @@ def test_import_aia_ext_leaves_the_heavy_modules_unloaded():
                             timeout=60, env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.engine_agnostic
+def test_import_and_enable_load_neither_logging_nor_typing():
+    """Issue 31, item 6: logging (with its handlers' machinery) and typing were most of
+    ``import aia_ext``.  Neither is loaded by importing and enabling, and nothing that
+    would have been logged is lost: with no logging module loaded, no handler exists."""
+    import subprocess
+    import sys
+
+    if not native_available():
+        pytest.skip("the native engine's import path; the fallback loads cryptography")
+    code = ("import sys, ssl; before = set(sys.modules); "
+            "import aia_ext; ctx = aia_ext.create_default_context(); aia_ext.disable(ctx); "
+            "aia_ext.inject_into_ssl(); aia_ext.extract_from_ssl(); "
+            "print(sorted(m for m in ('logging', 'typing') if m in sys.modules "
+            "and m not in before))")
+    env = {k: v for k, v in __import__("os").environ.items()
+           if k not in ("AIA_EXT_INJECT", "AIA_EXT_ENGINE")}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60, env=env)
+    assert result.returncode == 0, result.stderr
+    assert (result.stdout.strip(), result.stderr) == ("[]", "")

@@ -70,8 +70,10 @@ def _require_context(context: object) -> None:
 
 
 def is_truststore_class(cls: type) -> bool:
-    """Whether ``cls`` is truststore's ``SSLContext``, which wraps a standard context."""
-    return cls.__module__.split(".")[0] == "truststore"
+    """Whether ``cls`` is truststore's ``SSLContext``, which wraps a standard context:
+    truststore itself, or a copy vendored into another package (pip's is
+    ``pip._vendor.truststore``)."""
+    return "truststore" in cls.__module__.split(".")
 
 
 def _connecting_context(context: Any) -> Any:
@@ -108,7 +110,9 @@ def _adopt_existing(context: ssl.SSLContext) -> None:
         return
     try:
         context.__class__ = SSLContext if cls is STDLIB_CONTEXT else _combined_class(cls)
-    except TypeError as exc:  # a class that forbids subclassing, or another layout
+    except (TypeError, AttributeError) as exc:
+        # A class that forbids subclassing, another layout, or one whose
+        # __class__ is a read-only property (truststore's, vendored or not).
         raise UnsupportedPlatformError(
             f"{cls.__module__}.{cls.__name__} cannot become an aia_ext.SSLContext in place "
             f"({exc}); the fallback engine creates the context's connections. Create it "

@@ -22,6 +22,7 @@ on until ``RecursionError`` (issue 31, item 2).  Other threads log as usual.
 
 from __future__ import annotations
 
+import sys
 import threading
 
 TYPE_CHECKING = False
@@ -76,24 +77,36 @@ class ModuleLogger:
             self._logger = _make(self.name)
         return self._logger
 
+    def _heard(self) -> bool:
+        """Whether a record could reach anyone.  With no ``logging`` module in the
+        process, no handler exists anywhere, and the package's ``NullHandler`` would
+        keep logging's last resort quiet: the record would go nowhere, so neither it
+        nor ``logging`` is made."""
+        return self._logger is not None or "logging" in sys.modules
+
     def isEnabledFor(self, level: int) -> bool:
-        return self.logger.isEnabledFor(level)
+        return self._heard() and self.logger.isEnabledFor(level)
 
     def debug(self, msg: object, *args: object, **kwargs: Any) -> None:
-        self.logger.debug(msg, *args, stacklevel=2, **kwargs)
+        if self._heard():
+            self.logger.debug(msg, *args, stacklevel=2, **kwargs)
 
     def info(self, msg: object, *args: object, **kwargs: Any) -> None:
-        self.logger.info(msg, *args, stacklevel=2, **kwargs)
+        if self._heard():
+            self.logger.info(msg, *args, stacklevel=2, **kwargs)
 
     def warning(self, msg: object, *args: object, **kwargs: Any) -> None:
-        self.logger.warning(msg, *args, stacklevel=2, **kwargs)
+        if self._heard():
+            self.logger.warning(msg, *args, stacklevel=2, **kwargs)
 
     def error(self, msg: object, *args: object, **kwargs: Any) -> None:
-        self.logger.error(msg, *args, stacklevel=2, **kwargs)
+        if self._heard():
+            self.logger.error(msg, *args, stacklevel=2, **kwargs)
 
     def exception(self, msg: object, *args: object, **kwargs: Any) -> None:
         # Called from exception handlers, as logging's own is.
-        self.logger.exception(msg, *args, stacklevel=2, **kwargs)  # noqa: LOG004
+        if self._heard():
+            self.logger.exception(msg, *args, stacklevel=2, **kwargs)  # noqa: LOG004
 
 
 
