@@ -181,14 +181,15 @@ before = in_use()
 signal.signal(signal.SIGALRM, ring)
 completed = 0
 for _ in range(int(sys.argv[1])):
-    # One alarm per call, anywhere in it (or just after it).
-    signal.setitimer(signal.ITIMER_REAL, random.uniform(0.00001, 2 * call))
     try:
+        # One alarm per call, anywhere in it (or just after it).
+        signal.setitimer(signal.ITIMER_REAL, random.uniform(0.00001, 2 * call))
         once()
         completed += 1
         time.sleep(2 * call)  # an alarm that comes later rings here
     except KeyboardInterrupt:
         interrupts += 1
+signal.signal(signal.SIGALRM, signal.SIG_IGN)  # none may ring outside a try from here
 signal.setitimer(signal.ITIMER_REAL, 0, 0)
 for _ in range(50):  # whatever an interrupt left half done is finished or dropped
     try:
