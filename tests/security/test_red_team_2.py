@@ -23,6 +23,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 import aia_ext
 from aia_ext._private.chase.diskcache import entry_path
+from aia_ext._private.engines.fallback.context import STALE_CALLBACK
 from aia_ext._private.testing import issue, write_pem
 
 from ..helpers import native_available, unique_path, verify_code
@@ -331,7 +332,7 @@ def test_16_a_refused_server_gets_the_alert_plain_ssl_sends(version, root, root_
         keyfile = os.path.join(tmp, "leaf.key")
         with open(keyfile, "wb") as f:
             f.write(leaf.key_pem)
-        seen = {}
+        seen, engine = {}, None
         for name, make in (("plain", ssl.create_default_context),
                            ("aia_ext", aia_ext.create_default_context)):
             server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -350,6 +351,7 @@ def test_16_a_refused_server_gets_the_alert_plain_ssl_sends(version, root, root_
             thread = threading.Thread(target=serve)
             thread.start()
             client = make(cafile=root_file)
+            engine = aia_ext.engine_of(client) if name == "aia_ext" else engine
             client.maximum_version = version
             with socket.create_connection(listener.getsockname(), timeout=10) as raw:
                 with pytest.raises(ssl.SSLCertVerificationError):
@@ -357,4 +359,9 @@ def test_16_a_refused_server_gets_the_alert_plain_ssl_sends(version, root, root_
             thread.join(10)
             listener.close()
     assert "alert unknown ca" in seen["plain"]
-    assert "alert unknown ca" in seen["aia_ext"], seen
+    if engine == "fallback" and STALE_CALLBACK:
+        # docs/engines.md: before CPython 3.9.3 (bpo-43577) the fallback uses no
+        # message callback, so it refuses when the handshake returns.
+        assert seen["aia_ext"] == "completed", seen
+    else:
+        assert "alert unknown ca" in seen["aia_ext"], seen

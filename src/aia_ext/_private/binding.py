@@ -64,18 +64,17 @@ def _library_of_ssl() -> tuple[str, int]:
 
 
 def _load() -> Any:
-    import importlib.util
-
-    if importlib.util.find_spec("aia_ext._native") is None:
-        # A pure install: the py3-none-any wheel, or the sdist where no C
-        # compiler was found (setup.py).  The fallback engine verifies instead.
-        raise UnsupportedPlatformError(
-            "aia_ext was installed without its native extension (the pure wheel, or a "
-            "source install without a C compiler); reinstall it with a compiler and the "
-            "Python headers, or from a platform wheel, for the native engine")
     try:
         import aia_ext._native as _native  # the compiled part: only when first bound
     except ImportError as exc:
+        # (Not importlib.util.find_spec() first: on 3.9 it imports typing.)
+        if isinstance(exc, ModuleNotFoundError) and exc.name == "aia_ext._native":
+            # A pure install: the py3-none-any wheel, or the sdist where no C
+            # compiler was found (setup.py).  The fallback engine verifies instead.
+            raise UnsupportedPlatformError(
+                "aia_ext was installed without its native extension (the pure wheel, or a "
+                "source install without a C compiler); reinstall it with a compiler and the "
+                "Python headers, or from a platform wheel, for the native engine") from None
         raise UnsupportedPlatformError(
             f"the aia_ext._native extension cannot be imported ({exc}); reinstall "
             f"aia_ext for this interpreter. {_ADVICE}"

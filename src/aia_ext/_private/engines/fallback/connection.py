@@ -62,7 +62,7 @@ from ... import x509_codes as codes
 from ...logtext import get_logger
 from ...stdlib_ssl import C_BASE
 from . import sessions
-from .failures import ssl_style_error
+from .failures import failed_call_error, ssl_style_error
 from .state import options_for, security_level
 from .tls_records import TLS1_3, certificates_in_message, send_alert, shut
 
@@ -128,7 +128,7 @@ class ConnectionVerifier:
     """The verification of one client connection whose OpenSSL verification was set aside."""
 
     __slots__ = ("_accounted", "_identity", "_lock", "_refusal", "_renegotiable", "_tap_ok",
-                 "_tap_served", "chain", "chase_id", "settings")
+                 "_tap_served", "chain", "chase_id", "offered", "settings")
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -143,6 +143,9 @@ class ConnectionVerifier:
         self._tap_served: list[bytes] = []  # the last Certificate message's certificates
         self.chase_id = 0  # of the handshake verified last (0: nothing was chased)
         self.chain: tuple[bytes, ...] = ()  # the path verified last (DER, leaf first)
+        #: The verified session this connection offers, if any (the only one a
+        #: server can resume for it).
+        self.offered: sessions.VerifiedSession | None = None
 
     # -- queries
 
@@ -243,6 +246,11 @@ class ConnectionVerifier:
     def _resumed(self, conn: Any) -> None:
         verified = sessions.recall(sessions.session_id(conn.session))
         if verified is None:
+            # A client resumes only the session it offered (RFC 5246 7.4.1.2,
+            # RFC 8446 4.6.1), and that one was verified; but the resumed copy
+            # may carry another id (OpenSSL 1.1.1, after a renegotiation).
+            verified = self.offered
+        if verified is None:
             self._refuse(conn, ssl_style_error(
                 codes.UNSPECIFIED, self._hostname(),
                 "the server resumed a TLS session that aia_ext did not verify"))
@@ -298,7 +306,7 @@ class ConnectionVerifier:
             refusal.error.__suppress_context__ = True
             raise refusal.error
         # As OpenSSL fails every call on a connection whose handshake failed.
-        raise ssl.SSLEOFError(ssl.SSL_ERROR_EOF, "EOF occurred in violation of protocol")
+        raise failed_call_error(self.settings.reads_memory)
 
     def _hostname(self) -> str | None:
         return self.settings.hostname if self.settings.check_hostname else None
@@ -472,6 +480,7 @@ class VerifiedSSL:
         # checked (or refused) as ssl checks it.
         if not isinstance(value, ssl.SSLSession) or offerable(value):
             self._aia_real.session = value
+            self._aia_verifier.offered = offered_session(value)
 
 
 _ENCODING_DER = getattr(ssl._ssl, "ENCODING_DER", 1)  # type: ignore[attr-defined]
@@ -529,7 +538,14 @@ def unwrapped(sslobj: object) -> object:
 def offerable(session: Any) -> bool:
     """Whether a connection whose verification is set aside may offer ``session``: one
     known to come out of a verified connection (sessions.py)."""
-    return sessions.recall(sessions.session_id(session)) is not None
+    return offered_session(session) is not None
+
+
+def offered_session(session: Any) -> sessions.VerifiedSession | None:
+    """What the fallback verified for ``session``, None for a session it did not."""
+    if not isinstance(session, ssl.SSLSession):
+        return None
+    return sessions.recall(sessions.session_id(session))
 
 
 def _peer_dictionary(der: bytes) -> Any:

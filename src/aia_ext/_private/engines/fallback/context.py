@@ -51,7 +51,14 @@ from ...stdlib_ssl import (
     set_openssl_verification,
     set_openssl_verify_mode,
 )
-from .connection import ConnectionVerifier, Settings, VerifiedSSL, offerable, verified_ssl
+from .connection import (
+    ConnectionVerifier,
+    Settings,
+    VerifiedSSL,
+    offerable,
+    offered_session,
+    verified_ssl,
+)
 from .state import note_cipher_string, state_of
 from .tls_records import is_certificate
 
@@ -222,6 +229,7 @@ def _create(context: VerifyingContext, server_side: bool, server_hostname: Any,
             real = create_ssl(offered)
         finally:
             set_openssl_verification(context, mode, verifier.settings.check_hostname)
+        verifier.offered = offered_session(offered)
         return VerifiedSSL(real, verifier)
 
 
@@ -252,8 +260,17 @@ class _Tap:
             self.inner(conn, direction, version, content_type, msg_type, data)
 
 
-#: Whether this interpreter's _ssl has the message callback (CPython 3.8+, PyPy).
-HAS_TAP = hasattr(C_BASE, "_msg_callback")
+#: CPython before 3.9.3 (Debian 11's 3.9.2), bpo-43577: a connection keeps
+#: calling _ssl's message callback after its context was swapped
+#: (SSL_set_SSL_CTX() does not copy it) or its callback removed, and that
+#: callback returns without releasing the GIL when the context now has none:
+#: the process deadlocks.  There the router is never installed, and every
+#: chain is verified when the handshake returns (connection.py), as where a
+#: swap leaves a connection without it.
+STALE_CALLBACK = sys.implementation.name == "cpython" and sys.version_info < (3, 9, 3)
+#: Whether the router is used: this interpreter's _ssl has the message callback
+#: (CPython 3.8+, PyPy) and calling it cannot deadlock.
+HAS_TAP = hasattr(C_BASE, "_msg_callback") and not STALE_CALLBACK
 #: Whether removing the callback races with a handshake on another thread.
 _NONE_RACES = sys.implementation.name == "pypy"
 

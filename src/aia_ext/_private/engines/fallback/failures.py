@@ -98,7 +98,7 @@ def _suffix() -> str:
     server.  A few milliseconds, on the first failure only; "" if the probe
     cannot run.
     """
-    global _suffix_value
+    global _suffix_value, _failed_again
     if _suffix_value is not None:
         return _suffix_value
     with _suffix_lock:
@@ -106,7 +106,9 @@ def _suffix() -> str:
             try:
                 import re
 
-                found = re.search(_SUFFIX, str(_probe_failure()))
+                failure, again = _probe_failure()
+                found = re.search(_SUFFIX, str(failure))
+                _failed_again = again
                 _suffix_value = found.group(1) if found else ""
             except Exception:  # the wording only loses its suffix
                 log.debug("fallback: could not learn _ssl's error suffix", exc_info=True)
@@ -114,7 +116,24 @@ def _suffix() -> str:
     return _suffix_value
 
 
-def _probe_failure() -> ssl.SSLCertVerificationError:
+#: What the probe's client raised when called again after its failed handshake.
+_failed_again: tuple[type[ssl.SSLError], tuple[object, ...]] | None = None
+
+
+def failed_call_error(memory: bool) -> ssl.SSLError:
+    """What a call on a connection whose handshake failed raises, as this OpenSSL
+    fails it: an EOF, but for a memory BIO OpenSSL 1.1.1 reports SSL_ERROR_SYSCALL
+    (``SSLSyscallError``) where 3.x reports an unexpected EOF.  Learned by the probe."""
+    if memory:
+        _suffix()
+        again = _failed_again
+        if again is not None:
+            return again[0](*again[1])
+    return ssl.SSLEOFError(ssl.SSL_ERROR_EOF, "EOF occurred in violation of protocol")
+
+
+def _probe_failure() -> tuple[ssl.SSLCertVerificationError,
+                              tuple[type[ssl.SSLError], tuple[object, ...]] | None]:
     import datetime
 
     from cryptography import x509
@@ -149,7 +168,11 @@ def _probe_failure() -> ssl.SSLCertVerificationError:
         try:
             tls_client.do_handshake()
         except ssl.SSLCertVerificationError as exc:
-            return exc
+            try:
+                tls_client.do_handshake()
+            except ssl.SSLError as again:
+                return exc, (type(again), again.args)
+            return exc, None
         except ssl.SSLWantReadError:
             pass
         s_in.write(c_out.read())
