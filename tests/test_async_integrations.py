@@ -160,7 +160,13 @@ async def assert_no_stall(lag: float, bound: float, pace: Pace,
     now, lags the loop.  Never half the AIA server's delay: that is a stall."""
     if lag < bound:
         return
-    warm = await worst_lag(again)
+    # The host's load changes from one moment to the next (the other CI lane):
+    # up to three warm measures, the slowest counting; the stall bound stays.
+    warm = 0.0
+    for _ in range(3):
+        warm = max(warm, await worst_lag(again))
+        if lag < 2 * warm:
+            break
     assert lag < min(2 * warm, pace.slow / 2), (lag, bound, warm)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
     from .core import Chase
@@ -27,7 +27,7 @@ _OVERHEAD = 1024
 #: Called with every finished chase (the benchmarks' timing breakdown).
 observers: list[Callable[[Chase], None]] = []
 
-_finished: OrderedDict[int, tuple[Chase, int]] = OrderedDict()  # id -> (chase, its size)
+_finished: OrderedDict[int, list[Any]] = OrderedDict()  # id -> [chase, its size]
 _held = 0  # bytes the kept chases hold
 _lock = threading.Lock()
 
@@ -46,10 +46,14 @@ def record(chase: Chase) -> None:
     size = size_of(chase)
     with _lock:
         if size <= MAX_FINISHED_BYTES:
-            _finished[chase.id] = (chase, size)
+            _finished[chase.id] = [chase, size]
             _held += size
         while _finished and (len(_finished) > MAX_FINISHED or _held > MAX_FINISHED_BYTES):
-            _held -= _finished.popitem(last=False)[1][1]
+            dropped = _finished.popitem(last=False)[1]
+            _held -= dropped[1]
+            # PyPy's dict keeps a removed entry's value until it compacts: the
+            # entry lets go of its chase itself, so the bound holds there too.
+            dropped[0] = None
     for observer in tuple(observers):
         observer(chase)
 

@@ -70,6 +70,8 @@ _SUFFIX = r"(\([^()]*:\d+\))\s*$"  # compiled by re on first use: not at import
 
 
 _probe_started = False
+#: What the probe's client raised when called again after its failed handshake.
+_failed_again: tuple[type[ssl.SSLError], tuple[object, ...]] | None = None
 _probe_lock = threading.Lock()  # not _suffix_lock: that one is held while probing
 
 
@@ -114,10 +116,6 @@ def _suffix() -> str:
                 log.debug("fallback: could not learn _ssl's error suffix", exc_info=True)
                 _suffix_value = ""
     return _suffix_value
-
-
-#: What the probe's client raised when called again after its failed handshake.
-_failed_again: tuple[type[ssl.SSLError], tuple[object, ...]] | None = None
 
 
 def failed_call_error(memory: bool) -> ssl.SSLError:
