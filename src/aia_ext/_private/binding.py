@@ -104,11 +104,16 @@ def bind() -> Any:
     with _bind_lock:
         if _bound is None:
             if _bind_error is not None:
-                raise _bind_error
+                # A new exception each time: raising the cached one again would
+                # append every caller's frames to its traceback, and so keep
+                # every failed connection alive (a pure install leaked ~90 KB
+                # per failed handshake).
+                raise UnsupportedPlatformError(*_bind_error.args)
             try:
                 _bound = _load()
             except UnsupportedPlatformError as exc:
-                _bind_error = exc
+                # Kept without the frames it was raised through.
+                _bind_error = UnsupportedPlatformError(*exc.args)
                 raise
     return _bound
 

@@ -304,7 +304,9 @@ class ConnectionVerifier:
             # What failed inside OpenSSL because the connection was ended
             # (EOF, a broken pipe) is a consequence, not news.
             refusal.error.__suppress_context__ = True
-            raise refusal.error
+            # Without the frames of an earlier raise (PyPy raises it at every
+            # call): they would pile up on its traceback, and keep them alive.
+            raise refusal.error.with_traceback(None)
         # As OpenSSL fails every call on a connection whose handshake failed.
         raise failed_call_error(self.settings.reads_memory)
 
@@ -499,6 +501,10 @@ class VerifiedCertificate:
         if format == _ENCODING_DER:
             return self.der
         return ssl.DER_cert_to_PEM_cert(self.der)
+
+    def get_info(self) -> Any:
+        """As ``_ssl.Certificate.get_info()``: ssl's dictionary of the certificate."""
+        return _peer_dictionary(self.der)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, VerifiedCertificate) and other.der == self.der
