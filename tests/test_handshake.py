@@ -330,7 +330,8 @@ def test_state_is_released_with_the_context(root_file):
     assert len(ENGINE._options) == before + 20
     del contexts
     collect()
-    assert len(ENGINE._options) == before
+    # At most as before: a context of an earlier test may be collected only now (PyPy).
+    assert len(ENGINE._options) <= before
 
 
 @pytest.mark.native_only
