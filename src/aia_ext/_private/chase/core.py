@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Callable
 
 from ..der import ParsedCertificate, names_match, parse_certificate
 from ..errors import FetchError
+from ..locks import HealingLock
 from ..logtext import escape, get_logger
 from ..x509_codes import MISSING_ISSUER
 from . import cause, finished, learned
@@ -135,14 +136,14 @@ MAX_DERIVED_PER_ENTRY = 8
 
 _ids = itertools.count(1)
 _chases: dict[int, Chase] = {}
-_chases_lock = threading.Lock()
+_chases_lock = HealingLock()
 
 
 def _after_fork_in_child() -> None:
     # Chases of threads that do not exist in the child never end, and a
     # lock another thread held at fork() would stay held forever.
     global _chases_lock
-    _chases_lock = threading.Lock()
+    _chases_lock = HealingLock()
     _chases.clear()
 
 

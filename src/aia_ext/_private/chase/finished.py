@@ -8,9 +8,10 @@ the chase.  It is bounded: the oldest are dropped first.
 from __future__ import annotations
 
 import os
-import threading
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Callable
+
+from ..locks import HealingLock
 
 if TYPE_CHECKING:
     from .core import Chase
@@ -29,7 +30,7 @@ observers: list[Callable[[Chase], None]] = []
 
 _finished: OrderedDict[int, list[Any]] = OrderedDict()  # id -> [chase, its size]
 _held = 0  # bytes the kept chases hold
-_lock = threading.Lock()
+_lock = HealingLock()
 
 
 def size_of(chase: Chase) -> int:
@@ -73,7 +74,7 @@ def get(chase_id: int) -> Chase | None:
 
 def _after_fork_in_child() -> None:
     global _lock
-    _lock = threading.Lock()  # another thread may have held it at fork()
+    _lock = HealingLock()  # another thread may have held it at fork()
 
 
 if hasattr(os, "register_at_fork"):

@@ -25,6 +25,7 @@ from types import TracebackType
 
 from .. import binding
 from ..errors import UnsupportedPlatformError
+from ..locks import HealingLock
 from ..logtext import get_logger
 from ..options import Options
 from ..stdlib_ssl import combine_classes, is_standard_context
@@ -54,13 +55,13 @@ class NativeEngine:
         self._options: dict[int, Options] = {}  # token -> options, read by the callback
         self._tokens: weakref.WeakKeyDictionary[ssl.SSLContext, int] = (
             weakref.WeakKeyDictionary())
-        self._lock = threading.Lock()
+        self._lock = HealingLock()
         self._callbacks_defined = False
         #: DER -> holder of its parsed X509 (freed with the holder), most recently
         #: used last.  Fetched issuers recur across handshakes; parsing each once
         #: saves OpenSSL 3.0's slow d2i_X509 on every warm-cache handshake.
         self._parsed: OrderedDict[bytes, Any] = OrderedDict()
-        self._parsed_lock = threading.Lock()
+        self._parsed_lock = HealingLock()
         self._new_holder: Any = None  # cffi's allocator of holders, made on first use
 
     # -- the seam ---------------------------------------------------------
@@ -258,8 +259,8 @@ class NativeEngine:
 
     def _after_fork_in_child(self) -> None:
         # Another thread may have held a lock at fork(): it would stay held.
-        self._lock = threading.Lock()
-        self._parsed_lock = threading.Lock()
+        self._lock = HealingLock()
+        self._parsed_lock = HealingLock()
 
 
 #: Parsed X509 objects kept for reuse (a process meets a few dozen CAs).

@@ -127,7 +127,8 @@ def failed_call_error(memory: bool) -> ssl.SSLError:
         again = _failed_again
         if again is not None:
             return again[0](*again[1])
-    return ssl.SSLEOFError(ssl.SSL_ERROR_EOF, "EOF occurred in violation of protocol")
+    # An exact int, as _ssl gives: io's EINTR check asserts one (debug builds).
+    return ssl.SSLEOFError(int(ssl.SSL_ERROR_EOF), "EOF occurred in violation of protocol")
 
 
 def _probe_failure() -> tuple[ssl.SSLCertVerificationError,
