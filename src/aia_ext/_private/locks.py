@@ -13,7 +13,6 @@ knows an interrupt left it so, and takes it back.
 from __future__ import annotations
 
 import threading
-from typing import Any
 
 
 class HealingLock:
@@ -24,7 +23,7 @@ class HealingLock:
     def __init__(self) -> None:
         self._lock = threading.RLock()
         # Private in CPython's and PyPy's RLock alike (threading.Condition uses it).
-        self._owned: Any = getattr(self._lock, "_is_owned", None)
+        self._owned = getattr(self._lock, "_is_owned", None)
 
     def __enter__(self) -> bool:
         lock = self._lock
