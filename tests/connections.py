@@ -90,11 +90,15 @@ class BioConnection:
 def open_connection(ctx: ssl.SSLContext, address: tuple[str, int], transport: str,
                     hostname: str = "localhost", session: Any = None) -> Any:
     raw = socket.create_connection(address, timeout=30)
-    if transport == "socket":
-        return ctx.wrap_socket(raw, server_hostname=hostname, do_handshake_on_connect=False,
-                               session=session)
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    obj = ctx.wrap_bio(incoming, outgoing, server_hostname=hostname, session=session)
+    try:
+        if transport == "socket":
+            return ctx.wrap_socket(raw, server_hostname=hostname,
+                                   do_handshake_on_connect=False, session=session)
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        obj = ctx.wrap_bio(incoming, outgoing, server_hostname=hostname, session=session)
+    except BaseException:
+        raw.close()  # a refused session (ValueError) must not leave the socket to the GC
+        raise
     return BioConnection(obj, raw, incoming, outgoing)
 
 

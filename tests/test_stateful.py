@@ -85,6 +85,11 @@ class Connection:
         #: connection was made: under the fallback, one made by a plain context
         #: stays plain ssl's (docs/engines.md).
         self.made_enabled = made_enabled
+        #: Whether, under the fallback, this connection's session history holds
+        #: a session no verified connection produced: the fallback does not
+        #: offer one (docs/engines.md), so what CPython's session checks see
+        #: differs from plain ssl's, here and on connections resumed from it.
+        self.declined = False
         #: The world the aia one follows, chosen at its first verification (or
         #: inherited with a session); the other reference world is closed then.
         self.reference = reference
@@ -200,8 +205,11 @@ class Sequences(RuleBasedStateMachine):
             results[w] = outcome(connect)
         new = Connection(worlds, earlier.version, earlier.reference,
                          made_enabled=aia_ext.is_enabled(context.worlds["aia"]))
-        self._compare(new, results)
-        if not results or len(worlds) < len(results):  # refused in every world alike
+        new.declined = engines.select() is engines.FALLBACK and (
+            earlier.declined or earlier.failed or not earlier.made_enabled)
+        if not new.declined:
+            self._compare(new, results)
+        if not results or len(worlds) < len(results):  # refused in one world at least
             for conn in worlds.values():
                 conn.close()
             new.closed = True

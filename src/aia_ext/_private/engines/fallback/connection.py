@@ -128,7 +128,7 @@ class ConnectionVerifier:
     """The verification of one client connection whose OpenSSL verification was set aside."""
 
     __slots__ = ("_accounted", "_identity", "_lock", "_refusal", "_renegotiable", "_tap_ok",
-                 "_tap_served", "chain", "chase_id", "offered", "settings")
+                 "_tap_served", "chain", "chase_id", "declined", "offered", "settings")
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -146,6 +146,9 @@ class ConnectionVerifier:
         #: The verified session this connection offers, if any (the only one a
         #: server can resume for it).
         self.offered: sessions.VerifiedSession | None = None
+        #: A session the caller set that was not offered (nobody verified it):
+        #: what ``session`` reads back before the handshake, as in plain ssl.
+        self.declined: Any = None
 
     # -- queries
 
@@ -470,7 +473,9 @@ class VerifiedSSL:
         """A session read from a connection the fallback verified may be resumed."""
         session = self._aia_real.session
         verifier = self._aia_verifier
-        if session is not None and verifier.verified:
+        if session is None:
+            return verifier.declined
+        if verifier.verified:
             sessions.remember(sessions.session_id(session),
                               sessions.VerifiedSession(verifier.chain, verifier.chase_id))
         return session
@@ -483,6 +488,8 @@ class VerifiedSSL:
         if not isinstance(value, ssl.SSLSession) or offerable(value):
             self._aia_real.session = value
             self._aia_verifier.offered = offered_session(value)
+        else:
+            self._aia_verifier.declined = value
 
 
 _ENCODING_DER = getattr(ssl._ssl, "ENCODING_DER", 1)  # type: ignore[attr-defined]

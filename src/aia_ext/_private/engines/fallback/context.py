@@ -230,6 +230,8 @@ def _create(context: VerifyingContext, server_side: bool, server_hostname: Any,
         finally:
             set_openssl_verification(context, mode, verifier.settings.check_hostname)
         verifier.offered = offered_session(offered)
+        if check:
+            verifier.declined = session
         return VerifiedSSL(real, verifier)
 
 
