@@ -144,13 +144,25 @@ class VerifyingContext(_Base):
     @property
     def _msg_callback(self) -> Any:
         # As ssl.py's getter: the function the caller set, or None.
-        return getattr(C_BASE._msg_callback.__get__(self), "user_function", None)
+        function = getattr(C_BASE._msg_callback.__get__(self), "user_function", None)
+        # gevent's class wraps the caller's function once more (its _Callback).
+        return getattr(function, "user_function", function)
 
     @_msg_callback.setter
     def _msg_callback(self, callback: Any) -> None:
         # ssl.py's setter wraps the caller's function (enums for its
         # arguments); the router then goes back in front of it.
-        STDLIB_CONTEXT._msg_callback.fset(self, callback)  # type: ignore[attr-defined]
+        # The next class's setter: gevent's wraps the function too (and
+        # rebinds ssl.SSLContext while it calls ssl.py's).  ssl.py's reaches
+        # _ssl's through super(SSLContext, SSLContext), by the module's name:
+        # bound to a subclass of ours (injection under gevent) that finds
+        # this property again, and recursed until RecursionError.
+        setter = _next_msg_callback(type(self))
+        if setter is not None and (ssl.SSLContext is STDLIB_CONTEXT
+                                   or setter is not vars(STDLIB_CONTEXT)["_msg_callback"]):
+            setter.__set__(self, callback)
+        else:
+            C_BASE._msg_callback.__set__(self, _typed_callback(callback))
         if state_of(self) is not None:
             install_tap(self)
 
@@ -233,6 +245,47 @@ def _create(context: VerifyingContext, server_side: bool, server_hostname: Any,
         if check:
             verifier.declined = session
         return VerifiedSSL(real, verifier)
+
+
+def _next_msg_callback(cls: type) -> Any:
+    """The ``_msg_callback`` property of the first class after ours in ``cls``'s MRO."""
+    mro = cls.__mro__
+    for klass in mro[mro.index(VerifyingContext) + 1:]:
+        found = vars(klass).get("_msg_callback")
+        if found is not None:
+            return found
+    return None
+
+
+def _typed_callback(callback: Any) -> Any:
+    """The caller's message callback as ssl.py's setter wraps it: the protocol version,
+    content type and message type as ssl's enums where they are known values."""
+    if callback is None:
+        return None
+    if not callable(callback):
+        raise TypeError(f"{callback} is not callable.")
+
+    def typed(conn: Any, direction: str, version: int, content_type: int,
+              msg_type: int, data: bytes) -> Any:
+        version = _as_enum(ssl.TLSVersion, version)
+        content_type = _as_enum(ssl._TLSContentType, content_type)  # type: ignore[attr-defined]
+        if content_type == ssl._TLSContentType.HEADER:  # type: ignore[attr-defined]
+            kinds: Any = ssl._TLSContentType  # type: ignore[attr-defined]
+        elif content_type == ssl._TLSContentType.ALERT:  # type: ignore[attr-defined]
+            kinds = ssl._TLSAlertType  # type: ignore[attr-defined]
+        else:
+            kinds = ssl._TLSMessageType  # type: ignore[attr-defined]
+        return callback(conn, direction, version, content_type, _as_enum(kinds, msg_type), data)
+
+    typed.user_function = callback  # type: ignore[attr-defined]  # what the getter reads
+    return typed
+
+
+def _as_enum(kind: Any, value: int) -> Any:
+    try:
+        return kind(value)
+    except ValueError:
+        return value
 
 
 # ---- The message callback: a router to each connection's verifier -------------
