@@ -485,9 +485,10 @@ class VerifiedSSL:
         # A session nobody verified is not offered, as plain ssl does not
         # offer one whose handshake failed; anything else goes on, to be
         # checked (or refused) as ssl checks it.
-        if not isinstance(value, ssl.SSLSession) or offerable(value):
+        known = verified_session(value)
+        if not isinstance(value, ssl.SSLSession) or known is not None:
             self._aia_real.session = value
-            self._aia_verifier.offered = offered_session(value)
+            self._aia_verifier.offered = known
         else:
             self._aia_verifier.declined = value
 
@@ -548,14 +549,9 @@ def unwrapped(sslobj: object) -> object:
     return sslobj._aia_real if isinstance(sslobj, VerifiedSSL) else sslobj
 
 
-def offerable(session: Any) -> bool:
-    """Whether a connection whose verification is set aside may offer ``session``: one
-    known to come out of a verified connection (sessions.py)."""
-    return offered_session(session) is not None
-
-
-def offered_session(session: Any) -> sessions.VerifiedSession | None:
-    """What the fallback verified for ``session``, None for a session it did not."""
+def verified_session(session: Any) -> sessions.VerifiedSession | None:
+    """What the fallback verified for ``session``: a connection whose verification is set
+    aside offers only a session known to come out of a verified one (sessions.py)."""
     if not isinstance(session, ssl.SSLSession):
         return None
     return sessions.recall(sessions.session_id(session))

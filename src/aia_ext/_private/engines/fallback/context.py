@@ -55,8 +55,7 @@ from .connection import (
     ConnectionVerifier,
     Settings,
     VerifiedSSL,
-    offerable,
-    offered_session,
+    verified_session,
     verified_ssl,
 )
 from .state import note_cipher_string, state_of
@@ -226,8 +225,9 @@ def _create(context: VerifyingContext, server_side: bool, server_hostname: Any,
         verifier = ConnectionVerifier(Settings(
             context, mode, openssl_check_hostname(context),
             server_hostname if isinstance(server_hostname, str) else None, reads_memory))
+        known = verified_session(session)
         offered, check = session, False
-        if session is not None and not offerable(session):
+        if session is not None and known is None:
             # A session nobody verified is not offered, as plain ssl does not
             # offer one whose handshake failed (sessions.py).  CPython checks
             # a session when it is set (its context, the connection's side):
@@ -241,9 +241,8 @@ def _create(context: VerifyingContext, server_side: bool, server_hostname: Any,
             real = create_ssl(offered)
         finally:
             set_openssl_verification(context, mode, verifier.settings.check_hostname)
-        verifier.offered = offered_session(offered)
-        if check:
-            verifier.declined = session
+        verifier.offered = known
+        verifier.declined = session if check else None
         return VerifiedSSL(real, verifier)
 
 
