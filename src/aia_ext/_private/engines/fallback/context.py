@@ -144,8 +144,11 @@ class VerifyingContext(_Base):
     def _msg_callback(self) -> Any:
         # As ssl.py's getter: the function the caller set, or None.
         function = getattr(C_BASE._msg_callback.__get__(self), "user_function", None)
-        # gevent's class wraps the caller's function once more (its _Callback).
-        return getattr(function, "user_function", function)
+        # gevent's class wraps the caller's function once more (its _Callback);
+        # anything else is returned as the caller set it, as ssl.py does.
+        if type(function).__module__.startswith("gevent."):
+            return getattr(function, "user_function", function)
+        return function
 
     @_msg_callback.setter
     def _msg_callback(self, callback: Any) -> None:
