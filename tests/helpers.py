@@ -6,6 +6,7 @@ stands in for the verifier or the socket.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import pathlib
@@ -36,6 +37,17 @@ _paths = itertools.count(1)
 def unique_path(suffix: str = ".der") -> str:
     """A caIssuers path no other test uses, so tests never share cache entries."""
     return f"/ca/{next(_paths)}{suffix}"
+
+
+async def closed(writer: asyncio.StreamWriter) -> None:
+    """Close a stream and wait for its TLS shutdown: a transport left to the collector
+    warns (ResourceWarning, an error under the 3.15 debug build's ``-W error``), in
+    whichever later test the collection happens to run."""
+    writer.close()
+    try:
+        await writer.wait_closed()
+    except OSError:
+        pass  # the server closed first, without close_notify: closed all the same
 
 
 def encode(certs: Sequence[Cert], fmt: str) -> bytes:

@@ -16,7 +16,7 @@ import pytest
 import aia_ext
 from aia_ext._private.chase import core
 
-from .helpers import fetches_of
+from .helpers import closed, fetches_of
 
 DELAY = 0.2
 
@@ -40,8 +40,7 @@ def _slow(body: bytes):
 async def _connect(srv, ctx) -> None:
     _reader, writer = await asyncio.open_connection(*srv.address, ssl=ctx,
                                                     server_hostname="localhost")
-    writer.close()
-    await writer.wait_closed()
+    await closed(writer)
 
 
 def test_a_fetch_on_the_loop_warns_once_with_the_stall(make_chain, server, aia, root_file,

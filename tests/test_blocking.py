@@ -20,7 +20,7 @@ import pytest
 import aia_ext
 from aia_ext._private.testing import write_pem
 
-from .helpers import subject_hash, verify_code
+from .helpers import closed, subject_hash, verify_code
 
 blockbuster = pytest.importorskip("blockbuster")
 
@@ -31,9 +31,11 @@ async def _request(ctx: ssl.SSLContext, address: tuple[str, int]) -> Any:
                                                        server_hostname="localhost")
     except ssl.SSLCertVerificationError as exc:
         return exc.verify_code
-    writer.write(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-    data = await reader.read()
-    writer.close()
+    try:
+        writer.write(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        data = await reader.read()
+    finally:
+        await closed(writer)
     return data[-3:]
 
 

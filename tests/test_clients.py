@@ -11,7 +11,7 @@ import pytest
 
 import aia_ext
 
-from .helpers import fetches_of
+from .helpers import closed, fetches_of
 
 
 @pytest.fixture
@@ -93,11 +93,12 @@ def test_asyncio_streams(leaf_only, ctx, aia):
         reader, writer = await asyncio.open_connection(
             "127.0.0.1", srv.port, ssl=ctx, server_hostname="localhost"
         )
-        writer.write(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        await writer.drain()
-        data = await reader.read()
-        writer.close()
-        return data
+        try:
+            writer.write(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            await writer.drain()
+            return await reader.read()
+        finally:
+            await closed(writer)
 
     assert asyncio.run(fetch()).endswith(b"\r\n\r\nok\n")
     assert fetches_of(aia, chain) == 1

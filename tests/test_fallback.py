@@ -21,7 +21,7 @@ import aia_ext
 from aia_ext._private.engines.fallback.context import HAS_TAP
 from aia_ext._private.testing import issue, write_pem
 
-from .helpers import fetches_of, subject_hash, unique_path, verify_code
+from .helpers import closed, fetches_of, subject_hash, unique_path, verify_code
 
 NOW = datetime.datetime.now(datetime.timezone.utc)
 DAY = datetime.timedelta(days=1)
@@ -105,10 +105,11 @@ def test_asyncio_sslobject_path(make_chain, server, root_file):
     async def get(port: int) -> bytes:
         reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx,
                                                        server_hostname="localhost")
-        writer.write(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        data = await reader.read()
-        writer.close()
-        return data
+        try:
+            writer.write(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            return await reader.read()
+        finally:
+            await closed(writer)
 
     assert asyncio.run(get(good_srv.port)).endswith(b"ok\n")
     with pytest.raises(ssl.SSLCertVerificationError) as info:

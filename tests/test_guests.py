@@ -20,7 +20,7 @@ import pytest
 
 import aia_ext
 
-from .helpers import fetches_of, run_python
+from .helpers import closed, fetches_of, run_python
 
 #: What a child prints, as JSON, after three concurrent requests through the runtime.
 _GREEN_CHILD = """
@@ -260,7 +260,7 @@ def test_a_coroutine_on_the_loop_is_still_told(engine, make_chain, server, aia, 
     async def main() -> None:
         _reader, writer = await asyncio.open_connection(*srv.address, ssl=ctx,
                                                        server_hostname="localhost")
-        writer.close()
+        await closed(writer)
 
     with caplog.at_level(logging.WARNING, logger="aia_ext"):
         asyncio.run(main())

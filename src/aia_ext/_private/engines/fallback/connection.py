@@ -201,7 +201,10 @@ class ConnectionVerifier:
                     self._account_first(conn)
                 elif self._renegotiable:
                     identity = _identity(conn)
-                    if identity != self._identity:
+                    # No tls-unique value (an interpreter without it): nothing
+                    # tells a renegotiation apart, so the chain now in effect is
+                    # verified after every call (the verdict cache answers).
+                    if identity is None or identity != self._identity:
                         self._account_renegotiation(conn, identity)
             if self._refusal is not None:
                 self._raise(conn)
