@@ -296,6 +296,38 @@ def test_a_swap_after_the_handshake_then_a_renegotiation(transport, target, to, 
     assert run("aia") == run("plain")
 
 
+@needs_renegotiation
+@pytest.mark.fallback_only
+@pytest.mark.parametrize("to", ["good", "untrusted", "other_name"])
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_renegotiation_where_tls_unique_cannot_be_read(transport, to, engine, pki, servers,
+                                                         monkeypatch):
+    """Where the handshake in effect cannot be named (no ``tls-unique``) and no tap
+    routes (a context swapped to plain ssl's), the chain in effect is verified after
+    every read: an unknown identity never reads as "the same handshake"."""
+    from aia_ext._private.engines.fallback import connection
+
+    monkeypatch.setattr(connection, "_identity", lambda conn: None)
+    srv = servers("good", ssl.TLSVersion.TLSv1_2)
+
+    def run(world: str) -> list[tuple[Any, ...]]:
+        conn = open_connection(_creating(pki, world), srv.address, transport)
+        try:
+            results = [outcome(conn.do_handshake)]
+            conn.context = TARGETS["plain"].make(pki, world, monkeypatch)
+            results += [outcome(lambda: ask(conn, b"PING")),
+                        outcome(lambda: ask(conn, b"RENEG " + to.encode())),
+                        outcome(lambda: ask(conn, b"PING"))]
+            return results
+        finally:
+            conn.close()
+
+    plain = run("plain")
+    assert run("aia") == plain
+    assert plain[2][:2] == (("ok", b"DONE") if to == "good" else ("refused", {
+        "untrusted": 20, "other_name": 62}[to]))
+
+
 # ---- 5. Sessions resumed after a swap -------------------------------------------
 
 @pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
