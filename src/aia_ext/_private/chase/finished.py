@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 from ..locks import HealingLock
 
@@ -28,7 +28,17 @@ _OVERHEAD = 1024
 #: Called with every finished chase (the benchmarks' timing breakdown).
 observers: list[Callable[[Chase], None]] = []
 
-_finished: OrderedDict[int, list[Any]] = OrderedDict()  # id -> [chase, its size]
+class _Kept:
+    """A kept chase and the bytes it counts for."""
+
+    __slots__ = ("chase", "size")
+
+    def __init__(self, chase: Chase, size: int) -> None:
+        self.chase: Chase | None = chase
+        self.size = size
+
+
+_finished: OrderedDict[int, _Kept] = OrderedDict()  # chase id -> what is kept of it
 _held = 0  # bytes the kept chases hold
 _lock = HealingLock()
 
@@ -47,14 +57,14 @@ def record(chase: Chase) -> None:
     size = size_of(chase)
     with _lock:
         if size <= MAX_FINISHED_BYTES:
-            _finished[chase.id] = [chase, size]
+            _finished[chase.id] = _Kept(chase, size)
             _held += size
         while _finished and (len(_finished) > MAX_FINISHED or _held > MAX_FINISHED_BYTES):
             dropped = _finished.popitem(last=False)[1]
-            _held -= dropped[1]
+            _held -= dropped.size
             # PyPy's dict keeps a removed entry's value until it compacts: the
             # entry lets go of its chase itself, so the bound holds there too.
-            dropped[0] = None
+            dropped.chase = None
     for observer in tuple(observers):
         observer(chase)
 
@@ -69,7 +79,7 @@ def get(chase_id: int) -> Chase | None:
     """A finished chase, if it is still among the most recent MAX_FINISHED."""
     with _lock:
         kept = _finished.get(chase_id)
-    return None if kept is None else kept[0]
+    return None if kept is None else kept.chase
 
 
 def _after_fork_in_child() -> None:
