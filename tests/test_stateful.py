@@ -344,7 +344,11 @@ def _empty_error_queue() -> None:
     WANT_READ inside a renegotiation into a refusal.  Found on PyPy 3.9: a CERT_NONE
     connection of the plain world "refused" (code 20, its own verify result) right
     after another connection's refusal, where the aia world accepted, as plain ssl
-    does on CPython.  The queue is emptied before every call, in every world alike."""
+    does on CPython.  The queue is emptied before every call, in every world alike.
+    Here, not in ``connections.outcome()``: tests/test_fail_closed.py compares the
+    call after a refusal, which PyPy's ``_ssl`` fails again from that same queue
+    (a docs/engines.md row the fallback follows); this machine never calls a
+    connection again after a failure on PyPy (``_drive``)."""
     if IS_PYPY:
         from _pypy_openssl import lib  # type: ignore[import-not-found]
 
